@@ -1,0 +1,66 @@
+"""Counters the gateway keeps, rendered in Prometheus' text format at /metrics.
+
+Plain attributes rather than a client library: the request path only increments integers, and
+the whole exposition is a dozen lines.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+
+#: Upper bounds (seconds) of the insert-latency histogram buckets.
+INSERT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.accepted: Counter[str] = Counter()  # by site
+        self.rejected: Counter[str] = Counter()  # by reason
+        self.loaded_rows = 0
+        self.loader_errors = 0
+        self.quarantined_segments = 0
+        self.insert_seconds_sum = 0.0
+        self.insert_count = 0
+        self.insert_buckets = [0] * len(INSERT_BUCKETS)
+        self.last_load = time.time()
+
+    def observe_insert(self, rows: int, seconds: float) -> None:
+        self.loaded_rows += rows
+        self.insert_count += 1
+        self.insert_seconds_sum += seconds
+        for i, bound in enumerate(INSERT_BUCKETS):
+            if seconds <= bound:
+                self.insert_buckets[i] += 1
+        self.last_load = time.time()
+
+    def render(self, gauges: dict[str, tuple[str, float]], oldest_unloaded: Callable[[], float | None]) -> str:
+        """The exposition; ``gauges`` maps a metric name to (help, value) for state owned elsewhere."""
+        out: list[str] = []
+
+        def metric(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
+            out.append(f"# HELP clicktrail_{name} {help_}")
+            out.append(f"# TYPE clicktrail_{name} {kind}")
+            out.extend(f"clicktrail_{name}{labels} {value:g}" for labels, value in samples)
+
+        metric("events_accepted_total", "counter", "Events made durable, by site.",
+               [(f'{{site="{k}"}}', v) for k, v in sorted(self.accepted.items())] or [("", 0)])
+        metric("events_rejected_total", "counter", "Events or requests refused, by reason.",
+               [(f'{{reason="{k}"}}', v) for k, v in sorted(self.rejected.items())] or [("", 0)])
+        metric("loaded_rows_total", "counter", "Rows the loader inserted into ClickHouse (before dedup).",
+               [("", self.loaded_rows)])
+        metric("loader_errors_total", "counter", "Failed load attempts (retried).", [("", self.loader_errors)])
+        metric("quarantined_segments_total", "counter", "Spool segments ClickHouse kept refusing, set aside.",
+               [("", self.quarantined_segments)])
+        oldest = oldest_unloaded()
+        metric("loader_lag_seconds", "gauge", "Age of the oldest event not yet in ClickHouse (0: none waiting).",
+               [("", 0.0 if oldest is None else max(0.0, time.time() - oldest))])
+        cumulative = [(f'{{le="{b}"}}', n) for b, n in zip(INSERT_BUCKETS, self.insert_buckets, strict=True)]
+        metric("insert_seconds", "histogram", "Latency of loader inserts into ClickHouse.",
+               [*((f"_bucket{lb}", n) for lb, n in cumulative),
+                ('_bucket{le="+Inf"}', self.insert_count),
+                ("_sum", self.insert_seconds_sum), ("_count", self.insert_count)])
+        for name, (help_, value) in gauges.items():
+            metric(name, "gauge", help_, [("", value)])
+        return "\n".join(out) + "\n"

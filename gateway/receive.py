@@ -1,0 +1,265 @@
+"""The ingest endpoints: /v1/batch, /v1/event and /v1/pixel.gif.
+
+Each request is read within limits, authenticated, checked against the site's origins and rate
+limit, judged event by event against the contract, enriched, and appended to the spool. The
+answer comes only after the spool has the events, so a 2xx always means durable.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+import zlib
+
+import msgspec
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway import rows
+from gateway.config import Config
+from gateway.contract import MAX_EVENT_BYTES, ContractError, Event, decode_batch, decode_event, decode_single
+from gateway.enrich import anonymize_ip, client_ip, parse_user_agent
+from gateway.metrics import Metrics
+from gateway.sites import Credential, IpLimiter, Sites
+from gateway.spool import Spool, SpoolUnavailable
+
+MAX_BODY_BYTES = 512 * 1024
+#: A gzip body may inflate to this much; beyond it the request is refused, so a gzip bomb costs nothing.
+MAX_INFLATED_BYTES = 5 * 1024 * 1024
+JSON_TYPES = ("application/json", "text/plain", "")
+RETRY_AFTER_UNAVAILABLE = "5"
+
+PIXEL = (
+    b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00"
+    b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+)
+
+
+class HttpError(Exception):
+    """A refusal: ``message`` says what was wrong and where; ``reason`` labels the metric."""
+
+    def __init__(self, status: int, reason: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.headers = headers or {}
+
+
+class _EventId(msgspec.Struct):
+    event_id: object = None
+
+
+class Receiver:
+    def __init__(self, config: Config, sites: Sites, spool: Spool, metrics: Metrics) -> None:
+        self.server = config.server
+        self.sites = sites
+        self.spool = spool
+        self.metrics = metrics
+        self.ip_limiter = IpLimiter(config.server.ip_rate_limit)
+
+    # -- endpoints --------------------------------------------------------------------------------
+
+    async def batch(self, request: Request) -> Response:
+        try:
+            self._admit_ip(request)
+            envelope = decode_batch(await self._read_body(request))
+            credential = self._authenticate(request, envelope.key)
+            self._rate_limit(credential, len(envelope.batch))
+            ctx = self._context(request, credential, envelope.sent_at)
+            accepted: list[rows.Row] = []
+            rejected: list[dict[str, object]] = []
+            for index, raw in enumerate(envelope.batch):
+                try:
+                    accepted.append(rows.build_row(decode_event(raw), ctx))
+                except ContractError as exc:
+                    rejected.append({"index": index, "event_id": _event_id(raw), "error": str(exc)})
+            self.metrics.rejected["invalid_event"] += len(rejected)
+            if not accepted:
+                return self._json(request, 400, {"accepted": 0, "rejected": rejected,
+                                                  "error": "batch: no valid event"})
+            await self._store(credential, accepted)
+            return self._json(request, 200, {"accepted": len(accepted), "rejected": rejected})
+        except (HttpError, ContractError, SpoolUnavailable) as exc:
+            return self._refuse(request, exc)
+
+    async def single(self, request: Request) -> Response:
+        try:
+            self._admit_ip(request)
+            body = await self._read_body(request)
+            if len(body) > MAX_EVENT_BYTES:
+                raise HttpError(413, "too_large", f"body: an event is at most {MAX_EVENT_BYTES} bytes")
+            event, sent_at, key = decode_single(body)
+            credential = self._authenticate(request, key)
+            self._rate_limit(credential, 1)
+            await self._store(credential, [rows.build_row(event, self._context(request, credential, sent_at))])
+            return self._json(request, 200, {"accepted": 1, "rejected": []})
+        except (HttpError, ContractError, SpoolUnavailable) as exc:
+            return self._refuse(request, exc)
+
+    async def pixel(self, request: Request) -> Response:
+        """GET with the event in the query string, for e-mails and pages without JavaScript."""
+        try:
+            self._admit_ip(request)
+            event = self._pixel_event(request)
+            credential = self._authenticate(request, "")
+            self._rate_limit(credential, 1)
+            await self._store(credential, [rows.build_row(event, self._context(request, credential, None))])
+        except (HttpError, ContractError, SpoolUnavailable) as exc:
+            return self._refuse(request, exc)
+        return Response(PIXEL, media_type="image/gif",
+                        headers={"Cache-Control": "no-store, max-age=0", **self._cors(request)})
+
+    async def preflight(self, request: Request) -> Response:
+        origin = request.headers.get("origin")
+        if not origin or not self.sites.preflight_allowed(origin):
+            return Response(status_code=403, content=orjson.dumps({"error": "origin: not allowed"}),
+                            media_type="application/json")
+        return Response(status_code=204, headers={
+            **self._cors(request),
+            "Access-Control-Allow-Methods": "POST, GET, OPTIONS",
+            "Access-Control-Allow-Headers": "Content-Type, Content-Encoding, X-Write-Key, Authorization",
+            "Access-Control-Max-Age": "86400",
+        })
+
+    # -- steps ------------------------------------------------------------------------------------
+
+    def _admit_ip(self, request: Request) -> None:
+        wait = self.ip_limiter.admit(self._peer(request))
+        if wait:
+            raise HttpError(429, "rate_limited", "client: too many requests from this address",
+                            {"Retry-After": str(max(1, round(wait)))})
+
+    async def _read_body(self, request: Request) -> bytes:
+        content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if content_type not in JSON_TYPES:
+            raise HttpError(415, "unreadable", f"content-type: {content_type} is not supported; "
+                            "send application/json or text/plain")
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
+            raise HttpError(413, "too_large", f"body: {length} bytes, the limit is {MAX_BODY_BYTES}")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise HttpError(413, "too_large", f"body: larger than the limit of {MAX_BODY_BYTES} bytes")
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        encoding = request.headers.get("content-encoding", "identity").strip().lower()
+        if encoding == "gzip":
+            return _gunzip(body)
+        if encoding not in ("identity", ""):
+            raise HttpError(415, "unreadable", f"content-encoding: {encoding} is not supported; send gzip")
+        return body
+
+    def _authenticate(self, request: Request, body_key: str) -> Credential:
+        headers = request.headers
+        key = headers.get("x-write-key") or ""
+        if not key:
+            auth = headers.get("authorization", "")
+            if auth[:7].lower() == "bearer ":
+                key = auth[7:].strip()
+        key = key or body_key or request.query_params.get("k", "")
+        if not key:
+            raise HttpError(401, "unauthorized", "key: missing; send X-Write-Key, Authorization: Bearer, "
+                            "a body field \"key\" or the query parameter k")
+        credential = self.sites.authenticate(key)
+        if credential is None:
+            raise HttpError(401, "unauthorized", "key: unknown write key")
+        if not self.sites.origin_allowed(credential.site, request.headers.get("origin")):
+            raise HttpError(403, "forbidden_origin",
+                            f"origin: {request.headers.get('origin')} may not send events for this site")
+        return credential
+
+    def _rate_limit(self, credential: Credential, events: int) -> None:
+        wait = self.sites.admit(credential.site, events)
+        if wait:
+            raise HttpError(429, "rate_limited", f"site: rate limit of {credential.site.rate_limit:g} events/s",
+                            {"Retry-After": str(max(1, round(wait + 0.5)))})
+
+    def _peer(self, request: Request) -> str:
+        peer = request.client.host if request.client else ""
+        return client_ip(peer, request.headers.get("x-forwarded-for"), self.server.trust_forwarded_for)
+
+    def _context(self, request: Request, credential: Credential, sent_at: int | None) -> rows.Context:
+        received_ms = time.time_ns() // 1_000_000
+        ip = self._peer(request)
+        user_agent = request.headers.get("user-agent", "")[:1000]
+        return rows.Context(
+            site_id=credential.site.id,
+            received_ms=received_ms,
+            skew_ms=0 if sent_at is None else received_ms - sent_at,
+            ip=anonymize_ip(ip) if self.server.anonymize_ip else ip,
+            agent=parse_user_agent(user_agent),
+            user_agent=user_agent,
+        )
+
+    async def _store(self, credential: Credential, accepted: list[rows.Row]) -> None:
+        await self.spool.append(rows.encode(accepted))
+        self.metrics.accepted[credential.site.id] += len(accepted)
+
+    def _pixel_event(self, request: Request) -> Event:
+        fields: dict[str, object] = {}
+        props: dict[str, object] = {}
+        for name, value in request.query_params.multi_items():
+            if name.startswith("p."):
+                props[name[2:]] = value
+            elif name == "props":
+                try:
+                    props.update(orjson.loads(value))
+                except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
+                    raise HttpError(400, "unreadable", "props: not a JSON object") from exc
+            elif name == "ts" and value.isdigit():
+                fields[name] = int(value)
+            elif name != "k":
+                fields[name] = value
+        # A pixel URL is static, so without an event_id each load counts (each open of an e-mail).
+        fields.setdefault("event_id", uuid.uuid4().hex)
+        fields["props"] = props
+        return decode_event(orjson.dumps(fields))
+
+    # -- answers ----------------------------------------------------------------------------------
+
+    def _cors(self, request: Request) -> dict[str, str]:
+        origin = request.headers.get("origin")
+        if origin and self.sites.preflight_allowed(origin):
+            return {"Access-Control-Allow-Origin": origin, "Access-Control-Allow-Credentials": "true",
+                    "Vary": "Origin"}
+        return {}
+
+    def _json(self, request: Request, status: int, body: object, headers: dict[str, str] | None = None) -> Response:
+        return Response(orjson.dumps(body), status_code=status, media_type="application/json",
+                        headers={**self._cors(request), **(headers or {})})
+
+    def _refuse(self, request: Request, exc: Exception) -> Response:
+        if isinstance(exc, SpoolUnavailable):
+            exc = HttpError(503, "unavailable", f"storage: events cannot be made durable now ({exc}); retry",
+                            {"Retry-After": RETRY_AFTER_UNAVAILABLE})
+        elif isinstance(exc, ContractError):
+            exc = HttpError(400, "unreadable", str(exc))
+        assert isinstance(exc, HttpError)
+        self.metrics.rejected[exc.reason] += 1
+        return self._json(request, exc.status, {"error": exc.message}, exc.headers)
+
+
+def _gunzip(body: bytes) -> bytes:
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        data = inflater.decompress(body, MAX_INFLATED_BYTES + 1)
+    except zlib.error as exc:
+        raise HttpError(400, "unreadable", f"body: not valid gzip ({exc})") from exc
+    if len(data) > MAX_INFLATED_BYTES or inflater.unconsumed_tail:
+        raise HttpError(413, "too_large", f"body: inflates to more than {MAX_INFLATED_BYTES} bytes")
+    if not inflater.eof:
+        raise HttpError(400, "unreadable", "body: gzip stream is truncated")
+    return data
+
+
+def _event_id(raw: msgspec.Raw) -> object:
+    """The event_id of a rejected event when it has a readable one, so the client can match it."""
+    try:
+        value = msgspec.json.decode(raw, type=_EventId).event_id
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    return value if isinstance(value, str) else None

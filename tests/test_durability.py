@@ -1,0 +1,159 @@
+"""Nothing acknowledged is lost or counted twice: duplicates, kill -9 under load, ClickHouse away, shutdown."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import orjson
+
+from tests.conftest import GatewayProcess, make_event
+
+COUNT_ALL = "SELECT count() FROM clicktrail.events"
+DUPLICATES = ("SELECT count() FROM (SELECT site_id, event_id FROM clicktrail.events "
+              "GROUP BY site_id, event_id HAVING count() > 1)")
+
+
+def test_duplicate_sends_are_stored_once(gateway: GatewayProcess) -> None:
+    events = [make_event() for _ in range(20)]
+    for _ in range(3):
+        assert gateway.send(events).status_code == 200
+    repeated_inside = make_event()
+    assert gateway.send([repeated_inside, repeated_inside]).json()["accepted"] == 2
+    # The same event_id on another site is another event.
+    assert gateway.send(events[:1], key="wk_b").status_code == 200
+    ids = ",".join(f"'{e['event_id']}'" for e in [*events, repeated_inside])
+    sql = f"SELECT count() FROM clicktrail.events WHERE event_id IN ({ids})"
+    assert gateway.wait_for(sql, 22) == 22
+    time.sleep(1.5)  # later segments of the repeats have loaded too
+    assert gateway.scalar(sql) == 22
+    assert gateway.scalar(DUPLICATES) == 0
+
+
+def _load(gw: GatewayProcess, stop: threading.Event, acked: list[str], workers: int = 4) -> list[threading.Thread]:
+    """Send 50-event batches from several threads until ``stop``; record the ids of acknowledged events."""
+
+    def worker() -> None:
+        with httpx.Client(base_url=gw.base, timeout=10) as client:
+            while not stop.is_set():
+                batch = [make_event("live_heartbeat", props={"stream_id": "s1", "view_id": "v1", "mode": "live",
+                                                              "watched_ms": 1000}) for _ in range(50)]
+                try:
+                    response = client.post("/v1/batch", content=orjson.dumps({"batch": batch}),
+                                           headers={"X-Write-Key": "wk_a"})
+                except httpx.TransportError:
+                    return  # the gateway died mid-request: not acknowledged
+                if response.status_code == 200:
+                    acked.extend(e["event_id"] for e in batch)
+
+    threads = [threading.Thread(target=worker) for _ in range(workers)]
+    for t in threads:
+        t.start()
+    return threads
+
+
+def _assert_exactly_once(gw: GatewayProcess, acked: list[str]) -> None:
+    gw.wait_for(COUNT_ALL, len(acked), timeout=120)
+    stored = {r["event_id"] for r in gw.rows("SELECT event_id FROM clicktrail.events")}
+    missing = set(acked) - stored
+    assert not missing, f"{len(missing)} acknowledged events lost, e.g. {sorted(missing)[:3]}"
+    assert gw.scalar(DUPLICATES) == 0
+
+
+def test_kill_9_under_load_loses_nothing_acknowledged(new_gateway: Callable[..., GatewayProcess]) -> None:
+    gw = new_gateway().start()
+    for _round in range(2):
+        stop, acked = threading.Event(), []
+        threads = _load(gw, stop, acked)
+        time.sleep(2.5)
+        gw.kill()
+        stop.set()
+        for t in threads:
+            t.join()
+        assert len(acked) > 500, "the load did not get going"
+        gw.start()
+        _assert_exactly_once(gw, acked)
+
+
+def test_kill_9_with_interval_fsync(new_gateway: Callable[..., GatewayProcess]) -> None:
+    # write() before the answer survives the death of the process even without an fsync per request.
+    gw = new_gateway(fsync="interval").start()
+    stop, acked = threading.Event(), []
+    threads = _load(gw, stop, acked)
+    time.sleep(2)
+    gw.kill()
+    stop.set()
+    for t in threads:
+        t.join()
+    gw.start()
+    _assert_exactly_once(gw, acked)
+
+
+def _hold_clickhouse(data_dir: Path) -> subprocess.Popen[str]:
+    """Another process opens the gateway's ClickHouse directory, so the gateway cannot (chDB allows one)."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import chdb, sys; c = chdb.connect(sys.argv[1]); print('held', flush=True); sys.stdin.readline()",
+         str(data_dir / "clickhouse")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_clickhouse_unavailable_then_back(new_gateway: Callable[..., GatewayProcess]) -> None:
+    gw = new_gateway()
+    holder = _hold_clickhouse(gw.directory / "data")
+    try:
+        gw.start(wait_ready=False)
+        ready = gw.http.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["storage"] is False
+        events = [make_event() for _ in range(200)]
+        for i in range(0, 200, 50):
+            assert gw.send(events[i:i + 50]).status_code == 200
+        time.sleep(1.0)
+        assert 'clicktrail_clickhouse_up 0' in gw.http.get("/metrics").text
+    finally:
+        holder.communicate("\n", timeout=30)
+    assert gw.wait_for(COUNT_ALL, 200) == 200
+    assert gw.http.get("/readyz").status_code == 200
+    assert gw.scalar(DUPLICATES) == 0
+
+
+def test_full_spool_answers_503_and_keeps_what_it_acknowledged(new_gateway: Callable[..., GatewayProcess]) -> None:
+    gw = new_gateway(spool_max_bytes=60_000)
+    holder = _hold_clickhouse(gw.directory / "data")
+    acked: list[str] = []
+    try:
+        gw.start(wait_ready=False)
+        refused = None
+        for _ in range(100):
+            batch = [make_event(props={"pad": "x" * 500}) for _ in range(10)]
+            response = gw.send(batch)
+            if response.status_code != 200:
+                refused = response
+                break
+            acked.extend(e["event_id"] for e in batch)
+        assert refused is not None and refused.status_code == 503
+        assert int(refused.headers["retry-after"]) > 0
+        assert refused.json()["error"].startswith("storage: events cannot be made durable now")
+        assert gw.http.get("/readyz").json()["spool"] is False
+    finally:
+        holder.communicate("\n", timeout=30)
+    _assert_exactly_once(gw, acked)
+    assert gw.send([make_event()]).status_code == 200  # room again once loaded
+
+
+def test_sigterm_flushes_and_exits_cleanly(new_gateway: Callable[..., GatewayProcess]) -> None:
+    gw = new_gateway(segment_max_age_ms=60_000).start()  # nothing seals by age: shutdown must do it
+    events = [make_event() for _ in range(100)]
+    assert gw.send(events).status_code == 200
+    assert gw.stop() == 0
+    spool = gw.directory / "data" / "spool"
+    assert not list(spool.glob("*.seg")) and not list(spool.glob("*.open")), "shutdown left events unloaded"
+    gw.start()
+    assert gw.scalar(COUNT_ALL) == 100
