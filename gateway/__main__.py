@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import socket
 import sys
 import time
@@ -83,6 +84,9 @@ def serve(config_path: Path | None) -> int:
         server_header=False,
         timeout_graceful_shutdown=10,
     )
+    # uvicorn re-raises the signal it stopped on once shut down; with this handler in place that
+    # re-raise is a no-op, so a SIGTERM that flushed everything exits 0, as supervisors expect.
+    signal.signal(signal.SIGTERM, lambda *_: None)
     uvicorn.Server(uv).run(sockets=sockets)
     return 0
 

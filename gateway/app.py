@@ -80,7 +80,7 @@ class Gateway:
         return PlainTextResponse("ok\n")
 
     async def readyz(self, _request: Request) -> Response:
-        spool_ok = os.access(self.spool.directory, os.W_OK) and self.spool.depth_bytes < self.spool.max_bytes
+        spool_ok = os.access(self.spool.directory, os.W_OK) and not self.spool.refusing
         checks = {"storage": self.store.is_open, "spool": spool_ok}
         return Response(orjson.dumps(checks), status_code=200 if all(checks.values()) else 503,
                         media_type="application/json")

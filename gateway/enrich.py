@@ -49,6 +49,7 @@ def parse_user_agent(header: str) -> Agent:
     )
 
 
+@lru_cache(maxsize=65536)
 def anonymize_ip(address: str) -> str:
     """Zero the host part (last octet of IPv4, last 80 bits of IPv6), as web analytics under PIPL/GDPR expect."""
     try:
@@ -59,7 +60,7 @@ def anonymize_ip(address: str) -> str:
     return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False).network_address)
 
 
-def client_ip(peer: str, forwarded_for: str | None, trust_forwarded_for: bool) -> str:
+def client_ip(peer: str, forwarded_for: str, trust_forwarded_for: bool) -> str:
     """The client's address: the first X-Forwarded-For hop only behind a proxy we were told to trust."""
     if trust_forwarded_for and forwarded_for:
         return forwarded_for.split(",", 1)[0].strip()

@@ -19,7 +19,7 @@ from starlette.responses import Response
 from gateway import rows
 from gateway.config import Config
 from gateway.contract import MAX_EVENT_BYTES, ContractError, Event, decode_batch, decode_event, decode_single
-from gateway.enrich import anonymize_ip, client_ip, parse_user_agent
+from gateway.enrich import URL_FIELDS, anonymize_ip, client_ip, parse_user_agent
 from gateway.metrics import Metrics
 from gateway.sites import Credential, IpLimiter, Sites
 from gateway.spool import Spool, SpoolUnavailable
@@ -112,7 +112,7 @@ class Receiver:
                         headers={"Cache-Control": "no-store, max-age=0", **self._cors(request)})
 
     async def preflight(self, request: Request) -> Response:
-        origin = request.headers.get("origin")
+        origin = _header(request, b"origin")
         if not origin or not self.sites.preflight_allowed(origin):
             return Response(status_code=403, content=orjson.dumps({"error": "origin: not allowed"}),
                             media_type="application/json")
@@ -132,11 +132,11 @@ class Receiver:
                             {"Retry-After": str(max(1, round(wait)))})
 
     async def _read_body(self, request: Request) -> bytes:
-        content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        content_type = _header(request, b"content-type").split(";", 1)[0].strip().lower()
         if content_type not in JSON_TYPES:
             raise HttpError(415, "unreadable", f"content-type: {content_type} is not supported; "
                             "send application/json or text/plain")
-        length = request.headers.get("content-length")
+        length = _header(request, b"content-length")
         if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
             raise HttpError(413, "too_large", f"body: {length} bytes, the limit is {MAX_BODY_BYTES}")
         chunks, size = [], 0
@@ -146,7 +146,7 @@ class Receiver:
                 raise HttpError(413, "too_large", f"body: larger than the limit of {MAX_BODY_BYTES} bytes")
             chunks.append(chunk)
         body = b"".join(chunks)
-        encoding = request.headers.get("content-encoding", "identity").strip().lower()
+        encoding = _header(request, b"content-encoding", "identity").strip().lower()
         if encoding == "gzip":
             return _gunzip(body)
         if encoding not in ("identity", ""):
@@ -154,10 +154,9 @@ class Receiver:
         return body
 
     def _authenticate(self, request: Request, body_key: str) -> Credential:
-        headers = request.headers
-        key = headers.get("x-write-key") or ""
+        key = _header(request, b"x-write-key")
         if not key:
-            auth = headers.get("authorization", "")
+            auth = _header(request, b"authorization")
             if auth[:7].lower() == "bearer ":
                 key = auth[7:].strip()
         key = key or body_key or request.query_params.get("k", "")
@@ -167,9 +166,9 @@ class Receiver:
         credential = self.sites.authenticate(key)
         if credential is None:
             raise HttpError(401, "unauthorized", "key: unknown write key")
-        if not self.sites.origin_allowed(credential.site, request.headers.get("origin")):
-            raise HttpError(403, "forbidden_origin",
-                            f"origin: {request.headers.get('origin')} may not send events for this site")
+        origin = _header(request, b"origin")
+        if not self.sites.origin_allowed(credential.site, origin):
+            raise HttpError(403, "forbidden_origin", f"origin: {origin} may not send events for this site")
         return credential
 
     def _rate_limit(self, credential: Credential, events: int) -> None:
@@ -180,12 +179,12 @@ class Receiver:
 
     def _peer(self, request: Request) -> str:
         peer = request.client.host if request.client else ""
-        return client_ip(peer, request.headers.get("x-forwarded-for"), self.server.trust_forwarded_for)
+        return client_ip(peer, _header(request, b"x-forwarded-for"), self.server.trust_forwarded_for)
 
     def _context(self, request: Request, credential: Credential, sent_at: int | None) -> rows.Context:
         received_ms = time.time_ns() // 1_000_000
         ip = self._peer(request)
-        user_agent = request.headers.get("user-agent", "")[:1000]
+        user_agent = _header(request, b"user-agent")[:1000]
         return rows.Context(
             site_id=credential.site.id,
             received_ms=received_ms,
@@ -213,7 +212,8 @@ class Receiver:
             elif name == "ts" and value.isdigit():
                 fields[name] = int(value)
             elif name != "k":
-                fields[name] = value
+                # Links and pixels share parameter names: ?ch= is the channel code in both.
+                fields[URL_FIELDS.get(name, name)] = value
         # A pixel URL is static, so without an event_id each load counts (each open of an e-mail).
         fields.setdefault("event_id", uuid.uuid4().hex)
         fields["props"] = props
@@ -222,7 +222,7 @@ class Receiver:
     # -- answers ----------------------------------------------------------------------------------
 
     def _cors(self, request: Request) -> dict[str, str]:
-        origin = request.headers.get("origin")
+        origin = _header(request, b"origin")
         if origin and self.sites.preflight_allowed(origin):
             return {"Access-Control-Allow-Origin": origin, "Access-Control-Allow-Credentials": "true",
                     "Vary": "Origin"}
@@ -237,10 +237,19 @@ class Receiver:
             exc = HttpError(503, "unavailable", f"storage: events cannot be made durable now ({exc}); retry",
                             {"Retry-After": RETRY_AFTER_UNAVAILABLE})
         elif isinstance(exc, ContractError):
-            exc = HttpError(400, "unreadable", str(exc))
+            exc = HttpError(400, "invalid", str(exc))
         assert isinstance(exc, HttpError)
         self.metrics.rejected[exc.reason] += 1
         return self._json(request, exc.status, {"error": exc.message}, exc.headers)
+
+
+def _header(request: Request, name: bytes, default: str = "") -> str:
+    """One header's value; Starlette's Headers scans the whole list on every lookup, this dict is built once."""
+    headers = request.scope.get("clicktrail.headers")
+    if headers is None:
+        headers = request.scope["clicktrail.headers"] = dict(request.scope["headers"])
+    value = headers.get(name)
+    return default if value is None else value.decode("latin-1")
 
 
 def _gunzip(body: bytes) -> bytes:

@@ -35,9 +35,9 @@ class Sites:
             return None
         return found
 
-    def origin_allowed(self, site: SiteConfig, origin: str | None) -> bool:
+    def origin_allowed(self, site: SiteConfig, origin: str) -> bool:
         """Requests without an Origin (servers, the pixel in mail clients) are not browsers' cross-site calls."""
-        if origin is None:
+        if not origin:
             return True
         allowed = self._site_origins[site.id]
         return "*" in allowed or origin.rstrip("/") in allowed
@@ -56,7 +56,11 @@ def _key_of(credential: Credential) -> str:
 
 
 class TokenBucket:
-    """``rate`` tokens a second, bursts up to two seconds' worth."""
+    """``rate`` tokens a second, bursts up to two seconds' worth.
+
+    A request larger than the burst is let through when the bucket is full and leaves it in debt,
+    so a big batch is slowed down, never refused forever.
+    """
 
     def __init__(self, rate: float) -> None:
         self.rate = rate
@@ -68,10 +72,11 @@ class TokenBucket:
         now = time.monotonic()
         self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
         self.updated = now
-        if n <= self.tokens:
+        needed = min(n, self.capacity)
+        if self.tokens >= needed:
             self.tokens -= n
             return 0.0
-        return (min(n, self.capacity) - self.tokens) / self.rate
+        return (needed - self.tokens) / self.rate
 
 
 class IpLimiter:

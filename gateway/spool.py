@@ -51,6 +51,8 @@ class Spool:
         self._dirty = False
         self._bytes = 0
         self._seq = 0
+        #: Set when the spool refused events, cleared once it frees room or writes again (for /readyz).
+        self.refusing = False
         # Group commit: lines waiting for the next write+fsync, and the futures of their requests.
         self._pending: list[bytes] = []
         self._waiters: list[asyncio.Future[None]] = []
@@ -89,6 +91,7 @@ class Spool:
     async def append(self, lines: bytes) -> None:
         """Return once ``lines`` (complete JSONEachRow lines) are durable per the fsync policy."""
         if self._bytes + len(lines) > self.max_bytes:
+            self.refusing = True
             raise SpoolUnavailable(f"spool holds {self._bytes} bytes, its limit is {self.max_bytes}")
         if self.fsync != "always":
             # The OS has the bytes once write() returns, which survives a crash of this process;
@@ -142,7 +145,9 @@ class Spool:
                 os.ftruncate(self._fd, start)
             except OSError:
                 self._seal()
+            self.refusing = True
             raise SpoolUnavailable(f"spool write failed: {exc.strerror}") from exc
+        self.refusing = False
         self._size += len(data)
         self._bytes += len(data)
         self._dirty = True
@@ -225,17 +230,18 @@ class Spool:
     def remove(self, segments: list[Path]) -> None:
         """Delete segments whose rows ClickHouse has committed."""
         for segment in segments:
-            size = segment.stat().st_size
-            segment.unlink()
-            with self._lock:
-                self._bytes -= size
+            self._release(segment, segment.unlink)
 
     def remove_to(self, segment: Path, directory: Path) -> None:
         """Move a segment out of the loader's way, keeping its events on disk."""
+        self._release(segment, lambda: segment.rename(directory / segment.name))
+
+    def _release(self, segment: Path, how: Callable[[], object]) -> None:
         size = segment.stat().st_size
-        segment.rename(directory / segment.name)
+        how()
         with self._lock:
             self._bytes -= size
+            self.refusing = False
 
     @property
     def depth_bytes(self) -> int:

@@ -63,6 +63,9 @@ class Store:
             try:
                 rw = chdb.connect(str(self.path))
                 ro = chdb.connect(str(self.path))
+                # Times are UTC whatever the host's zone, as the HTTP interface's X-ClickHouse-Timezone says.
+                for conn in (rw, ro):
+                    conn.query("SET session_timezone = 'UTC'")
                 ro.query(f"SET max_execution_time = {self.query_timeout_s}")
                 ro.query("SET readonly = 1")
             except Exception as exc:

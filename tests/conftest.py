@@ -63,6 +63,7 @@ def make_event(name: str = "page_view", **fields: Any) -> dict[str, Any]:
 class GatewayProcess:
     def __init__(self, directory: Path, **server: Any) -> None:
         self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.clickhouse_port = free_port()
         settings = {"host": "127.0.0.1", "port": self.port, "clickhouse_port": self.clickhouse_port,
@@ -135,7 +136,10 @@ class GatewayProcess:
         deadline = time.monotonic() + timeout
         value = -1
         while time.monotonic() < deadline:
-            value = self.scalar(sql)
+            try:
+                value = self.scalar(sql)
+            except AssertionError:  # ClickHouse not open yet (503): keep waiting
+                value = -1
             if value >= expected:
                 return value
             time.sleep(0.1)
@@ -157,7 +161,6 @@ def new_gateway(tmp_path: Path) -> Iterator[Callable[..., GatewayProcess]]:
 
     def factory(**server: Any) -> GatewayProcess:
         gw = GatewayProcess(tmp_path / f"gw{len(made)}", **server)
-        gw.directory.mkdir()
         made.append(gw)
         return gw
 

@@ -1,0 +1,409 @@
+"""The event contract, wire format v1: decode and validate what clients send.
+
+The rules live in ``schemas/*.json``, the one copy the SDKs share. This module turns them into
+msgspec types at import time, so no second copy can drift and validation runs in msgspec's C code.
+It supports exactly the JSON Schema subset those files use and refuses to import on anything else,
+so a rule added to a schema can never be silently ignored here.
+
+Error strings are public (SDKs produce the same ones): ``<path>: <problem>``. Null means the same
+as an absent field: optional fields accept it, required ones report ``<path>: required``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal, NamedTuple
+
+import msgspec
+
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+
+
+class ContractError(ValueError):
+    """str(exc) is the public error string, e.g. 'props.stream_id: required'."""
+
+
+class SchemaError(Exception):
+    """A schema file uses something this module does not implement; raised at import."""
+
+
+class Event(msgspec.Struct, gc=False):
+    """A normalized, validated event; absent strings are ''."""
+
+    event: str
+    event_id: str
+    anonymous_id: str
+    user_id: str
+    session_id: str
+    ts: int | None  # ms since the epoch, UTC; None when the client sent none
+    channel: str
+    utm_source: str
+    utm_medium: str
+    utm_campaign: str
+    utm_content: str
+    utm_term: str
+    sharer: str
+    url: str
+    referrer: str
+    title: str
+    props: bytes  # a JSON object, compact; b'{}' when absent
+
+
+class Envelope(msgspec.Struct, gc=False):
+    batch: list[msgspec.Raw]  # undecoded, so one bad event cannot fail the rest
+    sent_at: int | None
+    key: str
+
+
+def _load(name: str) -> dict[str, Any]:
+    return json.loads((SCHEMA_DIR / name).read_text("utf-8"))
+
+
+_CORE = _load("event.schema.json")
+_TIME = _CORE["$defs"]["time"]
+MAX_EVENT_BYTES: int = _CORE["x-maxBytes"]
+MAX_BATCH_EVENTS: int = _load("batch.schema.json")["properties"]["batch"]["maxItems"]
+
+# --- times -------------------------------------------------------------------------------------
+
+_TIME_MIN: int = _TIME["minimum"]
+_TIME_MAX: int = _TIME["exclusiveMaximum"]
+# RFC 3339 date-time exactly (ASCII digits, a zone required): a string without a zone names no
+# instant, and ISO 8601 forms beyond RFC 3339 would have to be re-implemented by every SDK.
+_RFC3339 = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]+))?"
+    r"(?:[Zz]|([+-])([0-9]{2}):([0-9]{2}))"
+)
+_EPOCH = datetime(1970, 1, 1)
+_MS = timedelta(milliseconds=1)
+
+
+def _day(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).date().isoformat()
+
+
+_NOT_A_TIME = "not a valid time (milliseconds since the epoch or RFC 3339)"
+_OUT_OF_RANGE = f"out of range ({_day(_TIME_MIN)} to {_day(_TIME_MAX)})"
+
+
+def parse_time(value: object, path: str) -> int:
+    """Milliseconds since the epoch from a number of ms or an RFC 3339 string; ContractError otherwise.
+
+    Only absurd times are refused (the range in schemas/event.schema.json): the gateway corrects
+    client clock skew afterwards, and a time in seconds instead of ms lands in 1970 and is caught.
+    """
+    if type(value) is int or type(value) is float:  # not isinstance: bool is an int
+        ms = value
+    elif type(value) is str and (m := _RFC3339.fullmatch(value)):
+        year, month, day, hour, minute, second, fraction, sign, off_h, off_m = m.groups()
+        try:
+            when = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second))
+        except ValueError:  # 2026-02-30, hour 24, leap second 60
+            raise ContractError(f"{path}: {_NOT_A_TIME}") from None
+        ms = (when - _EPOCH) // _MS + (int(fraction[:3].ljust(3, "0")) if fraction else 0)
+        if sign:
+            if int(off_h) > 23 or int(off_m) > 59:
+                raise ContractError(f"{path}: {_NOT_A_TIME}")
+            offset = (int(off_h) * 60 + int(off_m)) * 60_000
+            ms += -offset if sign == "+" else offset
+    else:
+        raise ContractError(f"{path}: {_NOT_A_TIME}")
+    if not _TIME_MIN <= ms < _TIME_MAX:  # also false for nan
+        raise ContractError(f"{path}: {_OUT_OF_RANGE}")
+    return int(ms)
+
+
+# --- building msgspec types from the schemas -----------------------------------------------------
+
+_TYPES: dict[str, Any] = {"string": str, "integer": int, "number": float}
+_META = {
+    "minLength": "min_length",
+    "maxLength": "max_length",
+    "minimum": "ge",
+    "exclusiveMinimum": "gt",
+    "maximum": "le",
+    "exclusiveMaximum": "lt",
+}
+_FIELD_KEYWORDS = {"type", "enum", "format", "description", "examples", "$comment", *_META}
+
+
+def _field(spec: dict[str, Any], required: bool, where: str, defs: dict[str, Any], obj: Any) -> tuple[Any, bool]:
+    """The msgspec type of one property (obj for objects), and whether it is a time."""
+    if "$ref" in spec:
+        ref = spec["$ref"].removeprefix("#/$defs/")
+        if ref not in defs:
+            raise SchemaError(f"{where}: only references to this file's $defs are supported")
+        spec = defs[ref] | {k: v for k, v in spec.items() if k != "$ref"}
+    if unknown := spec.keys() - _FIELD_KEYWORDS:
+        raise SchemaError(f"{where}: unsupported keywords {sorted(unknown)}")
+    if spec.get("minLength", 1) != 1:  # the error strings know only "must not be empty"
+        raise SchemaError(f"{where}: minLength other than 1 is not supported")
+    types = spec["type"] if isinstance(spec["type"], list) else [spec["type"]]
+    nullable = "null" in types
+    if nullable == required:
+        raise SchemaError(f"{where}: optional fields must allow null (it means absent), required ones must not")
+    types = [t for t in types if t != "null"]
+    if spec.get("format") == "date-time" and types == ["number", "string"]:
+        return int | float | str | None, True
+    if "format" in spec or len(types) != 1:
+        raise SchemaError(f"{where}: unsupported type {spec['type']} / format {spec.get('format')}")
+    if obj is msgspec.Raw and types == ["object"]:
+        return obj, False  # Raw takes null too (and Raw | None is not a valid msgspec type)
+    kind = obj if types == ["object"] else _TYPES[types[0]]
+    if "enum" in spec:
+        kind = Literal[tuple(v for v in spec["enum"] if v is not None)]
+    if meta := {_META[k]: v for k, v in spec.items() if k in _META}:
+        kind = Annotated[kind, msgspec.Meta(**meta)]
+    return (kind | None if nullable else kind), False
+
+
+def _struct(name: str, schema: dict[str, Any], where: str, defs: dict[str, Any], obj: Any) -> tuple[type, set[str]]:
+    """A Struct type for an object schema (obj for object fields), and the names of its time fields."""
+    required = set(schema.get("required", ()))
+    if missing := required - schema["properties"].keys():
+        raise SchemaError(f"{where}: required {sorted(missing)} not among the properties")
+    fields: list[Any] = []
+    times = set()
+    for key, spec in schema["properties"].items():
+        kind, is_time = _field(spec, key in required, f"{where}.{key}", defs, obj)
+        fields.append((key, kind) if key in required else (key, kind, None))
+        if is_time:
+            times.add(key)
+    return msgspec.defstruct(name, fields, kw_only=True, gc=False), times
+
+
+def _identity(schema: dict[str, Any]) -> tuple[str, ...]:
+    """The fields of which at least one must be non-empty (the core anyOf)."""
+    names = []
+    for branch in schema["anyOf"]:
+        (name,) = branch["required"]
+        if branch["properties"] != {name: {"type": "string", "minLength": 1}}:
+            raise SchemaError(f"event.schema.json anyOf: unsupported branch {branch}")
+        names.append(name)
+    return tuple(names)
+
+
+# props stays raw: None when absent, Raw(b'null') when null.
+_CoreWire, _CORE_TIMES = _struct("_CoreWire", _CORE, "event.schema.json", _CORE["$defs"], msgspec.Raw)
+if set(_CoreWire.__struct_fields__) != set(Event.__struct_fields__):
+    raise SchemaError("event.schema.json properties differ from the fields of contract.Event")
+_IDENTITY = _identity(_CORE)
+_IDENTITY_ERROR = f"{_IDENTITY[0]}: {' or '.join(_IDENTITY)} is required"
+
+
+class _SingleWire(_CoreWire, kw_only=True, gc=False):
+    """POST /v1/event: the event itself carries the envelope's fields."""
+
+    key: str | None = None
+    sent_at: int | float | str | None = None
+
+
+class _EnvelopeWire(msgspec.Struct, gc=False):
+    batch: list[msgspec.Raw] | None = None
+    sent_at: int | float | str | None = None
+    key: str | None = None
+
+
+class _Rule(NamedTuple):
+    """What a reserved event adds to the core contract."""
+
+    props: msgspec.json.Decoder | None  # None: no props declared, any object will do
+    core_required: tuple[str, ...]  # core fields that must be non-empty (user_id)
+    messages: dict[str, str]  # problem for any error at a props path (enums)
+
+
+_EVENT_KEYWORDS = {"$schema", "title", "description", "$ref", "required", "properties"}
+
+
+def _rule(path: Path) -> _Rule:
+    schema = json.loads(path.read_text("utf-8"))
+    where = path.name
+    name = path.name.removesuffix(".schema.json")
+    props = schema["properties"]
+    if unknown := schema.keys() - _EVENT_KEYWORDS:
+        raise SchemaError(f"{where}: unsupported keywords {sorted(unknown)}")
+    if schema.get("$ref") != "../event.schema.json" or props.get("event") != {"const": name}:
+        raise SchemaError(f"{where}: must $ref ../event.schema.json and set event to const {name!r}")
+    required = set(schema.get("required", ()))
+    core = tuple(k for k in props if k not in ("event", "props"))
+    for key in core:
+        if key not in Event.__struct_fields__ or key not in required:
+            raise SchemaError(f"{where}: {key} is not a core field or is not required")
+        if props[key] != {"type": "string", "minLength": 1}:
+            raise SchemaError(f"{where}: a required core field must be exactly a non-empty string")
+    spec = props["props"]
+    if unknown := spec.keys() - {"type", "required", "properties", "description"}:
+        raise SchemaError(f"{where}: props: unsupported keywords {sorted(unknown)}")
+    if spec["type"] != ("object" if "props" in required else ["object", "null"]):
+        raise SchemaError(f'{where}: props must be "object" when required, else ["object", "null"]')
+    if bool(spec.get("required")) != ("props" in required):  # so generic validators refuse absent props too
+        raise SchemaError(f"{where}: props must be required exactly when it has required members")
+    decoder = None
+    messages = {}
+    if spec.get("properties"):
+        struct, times = _struct(name, spec, where, {}, dict[str, Any])
+        if times:
+            raise SchemaError(f"{where}: times in props are not supported")
+        decoder = msgspec.json.Decoder(struct)
+        for key, field in spec["properties"].items():
+            if "enum" in field:
+                values = ", ".join(v for v in field["enum"] if v is not None)
+                messages[f"props.{key}"] = f"must be one of {values}"
+    return _Rule(decoder, core, messages)
+
+
+_RULES: dict[str, _Rule] = {
+    p.name.removesuffix(".schema.json"): _rule(p) for p in sorted((SCHEMA_DIR / "events").glob("*.schema.json"))
+}
+RESERVED_EVENTS = frozenset(_RULES)
+
+# --- translating msgspec's errors into the public strings ----------------------------------------
+
+_NAMES = {"str": "string", "int": "integer", "float": "number", "bool": "boolean"}
+_MISSING = re.compile(r"Object missing required field `([^`]+)`")
+_EXPECTED = re.compile(r"Expected `([^`]+)`, got `([^`]+)`")
+_LENGTH = re.compile(r"Expected `str` of length ([<>]=) ([0-9]+)")
+_BOUND = re.compile(r"Expected `[a-z]+` ([<>]=?) (\S+)")
+
+
+def _name(kind: str) -> str:
+    return _NAMES.get(kind, kind)
+
+
+def _problem(text: str, path: str, messages: dict[str, str], is_field: bool) -> str:
+    if m := _EXPECTED.fullmatch(text):
+        if m[2] == "null" and is_field:  # null means absent, and only fields can be absent
+            return "required"
+        if path in messages:
+            return messages[path]
+        expected = " or ".join(_name(k) for k in m[1].split(" | ") if k != "null")
+        return f"expected {expected}, got {_name(m[2])}"
+    if path in messages:
+        return messages[path]
+    if m := _LENGTH.fullmatch(text):
+        return f"longer than {m[2]} characters" if m[1] == "<=" else "must not be empty"
+    if m := _BOUND.fullmatch(text):
+        bound = float(m[2])  # msgspec writes 0.0 for a float bound; the schema says 0
+        return f"must be {m[1]} {int(bound) if bound.is_integer() else bound}"
+    return text[0].lower() + text[1:]  # e.g. 'number out of range'
+
+
+def _error(exc: msgspec.ValidationError, root: str, prefix: str, messages: dict[str, str]) -> ContractError:
+    """ContractError for a msgspec error; root names the whole value, prefix its fields' paths."""
+    text, _, at = str(exc).partition(" - at `$")
+    sub = at.rstrip("`").lstrip(".")
+    if m := _MISSING.fullmatch(text):
+        return ContractError(f"{prefix}{sub + '.' if sub else ''}{m[1]}: required")
+    path = prefix + sub if sub else root
+    return ContractError(f"{path}: {_problem(text, path, messages, bool(sub))}")
+
+
+_CORE_MESSAGES = {key: _NOT_A_TIME for key in _CORE_TIMES} | {"sent_at": _NOT_A_TIME}
+
+
+def _decode(decoder: msgspec.json.Decoder, data: bytes | msgspec.Raw, root: str, json_root: str) -> Any:
+    try:
+        return decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        raise _error(exc, root, "", _CORE_MESSAGES) from None
+    except msgspec.DecodeError as exc:
+        detail = str(exc).removeprefix("JSON is malformed: ")
+        raise ContractError(f"{json_root}: invalid JSON: {detail[0].lower()}{detail[1:]}") from None
+    except UnicodeDecodeError:  # msgspec lets this through for strings it decodes
+        raise ContractError(f"{json_root}: invalid JSON: invalid UTF-8") from None
+
+
+_CORE_DECODER = msgspec.json.Decoder(_CoreWire)
+_SINGLE_DECODER = msgspec.json.Decoder(_SingleWire)
+_ENVELOPE_DECODER = msgspec.json.Decoder(_EnvelopeWire)
+_OBJECT_DECODER = msgspec.json.Decoder(dict[str, Any])
+
+# --- the API ------------------------------------------------------------------------------------
+
+
+def _props(raw: msgspec.Raw | None, rule: _Rule | None) -> bytes:
+    """The props object as compact JSON, checked against the event's rule.
+
+    Props are stored as they came (minus whitespace), not re-encoded from what was decoded, so
+    extra props and number spellings survive; reserved props are decoded only to validate them.
+    Absent or null props are checked as {}, so the error names the prop that is missing.
+    """
+    data = b"{}" if raw is None else msgspec.json.format(raw, indent=-1)
+    if data == b"null":
+        data = b"{}"
+    if not data.isascii():
+        try:
+            data.decode()  # msgspec skips extra props without checking their UTF-8
+        except UnicodeDecodeError:
+            raise ContractError("props: invalid JSON: invalid UTF-8") from None
+    try:
+        if rule is not None and rule.props is not None:
+            rule.props.decode(data)
+        elif data[0] != 0x7B:  # '{': anything else is not an object, and the decoder says what it is
+            _OBJECT_DECODER.decode(data)
+    except msgspec.ValidationError as exc:
+        raise _error(exc, "props", "props.", rule.messages if rule else {}) from None
+    return data
+
+
+def _event(wire: Any) -> Event:
+    if not (wire.anonymous_id or wire.user_id):
+        raise ContractError(_IDENTITY_ERROR)
+    rule = _RULES.get(wire.event)
+    if rule is not None:
+        for key in rule.core_required:
+            value = getattr(wire, key)
+            if not value:
+                raise ContractError(f"{key}: {'required' if value is None else 'must not be empty'}")
+    return Event(
+        wire.event,
+        wire.event_id,
+        wire.anonymous_id or "",
+        wire.user_id or "",
+        wire.session_id or "",
+        None if wire.ts is None else parse_time(wire.ts, "ts"),
+        wire.channel or "",
+        wire.utm_source or "",
+        wire.utm_medium or "",
+        wire.utm_campaign or "",
+        wire.utm_content or "",
+        wire.utm_term or "",
+        wire.sharer or "",
+        wire.url or "",
+        wire.referrer or "",
+        wire.title or "",
+        _props(wire.props, rule),
+    )
+
+
+def decode_event(raw: bytes | msgspec.Raw) -> Event:
+    """Decode and validate one event (an element of a batch); ContractError with the first problem."""
+    if len(raw) > MAX_EVENT_BYTES:
+        raise ContractError(f"event: larger than {MAX_EVENT_BYTES} bytes")
+    return _event(_decode(_CORE_DECODER, raw, "event", "event"))
+
+
+def decode_single(body: bytes) -> tuple[Event, int | None, str]:
+    """Decode the body of POST /v1/event: (event, sent_at in ms or None, key or '')."""
+    if len(body) > MAX_EVENT_BYTES:
+        raise ContractError(f"event: larger than {MAX_EVENT_BYTES} bytes")
+    wire = _decode(_SINGLE_DECODER, body, "event", "body")
+    event = _event(wire)
+    sent_at = None if wire.sent_at is None else parse_time(wire.sent_at, "sent_at")
+    return event, sent_at, wire.key or ""
+
+
+def decode_batch(body: bytes) -> Envelope:
+    """Decode the envelope of POST /v1/batch; the events stay raw for decode_event, one at a time."""
+    wire = _decode(_ENVELOPE_DECODER, body, "body", "body")
+    if wire.batch is None:
+        raise ContractError("batch: required")
+    if not wire.batch:
+        raise ContractError("batch: empty")
+    if len(wire.batch) > MAX_BATCH_EVENTS:
+        raise ContractError(f"batch: more than {MAX_BATCH_EVENTS} events")
+    sent_at = None if wire.sent_at is None else parse_time(wire.sent_at, "sent_at")
+    return Envelope(wire.batch, sent_at, wire.key or "")

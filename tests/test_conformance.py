@@ -1,0 +1,69 @@
+"""Every conformance vector in schemas/vectors, through a real gateway and into ClickHouse."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.conftest import GatewayProcess
+
+VECTORS = Path(__file__).resolve().parent.parent / "schemas" / "vectors"
+VALID = orjson.loads((VECTORS / "valid.json").read_bytes())["vectors"]
+INVALID = orjson.loads((VECTORS / "invalid.json").read_bytes())["vectors"]
+
+
+def test_there_are_vectors() -> None:
+    assert len(VALID) >= 20 and len(INVALID) >= 30
+
+
+def test_invalid_vectors_are_rejected_with_their_error(gateway: GatewayProcess) -> None:
+    response = gateway.send([v["event"] for v in INVALID] + [{"event": "ok", "event_id": "keep", "anonymous_id": "a"}])
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["accepted"] == 1
+    got = {r["index"]: r["error"] for r in body["rejected"]}
+    want = {i: v["error"] for i, v in enumerate(INVALID)}
+    assert got == want
+
+
+@pytest.mark.parametrize("vector", INVALID, ids=[v["name"] for v in INVALID])
+def test_invalid_vector_on_the_single_endpoint(gateway: GatewayProcess, vector: dict[str, Any]) -> None:
+    if not isinstance(vector["event"], dict):
+        pytest.skip("a single-event body that is not an object is a body error, covered in test_ingest")
+    response = gateway.http.post("/v1/event", content=orjson.dumps(vector["event"]),
+                                 headers={"X-Write-Key": "wk_b", "Content-Type": "application/json"})
+    if vector["error"].startswith("event: larger than"):
+        assert response.status_code == 413  # on its own, an oversized event is an oversized body
+    else:
+        assert (response.status_code, response.json()["error"]) == (400, vector["error"])
+
+
+def test_valid_vectors_are_stored_as_normalized(gateway: GatewayProcess) -> None:
+    # site_b stores them; event_ids repeat across vectors, so the first of each id is the one stored.
+    response = gateway.send([v["event"] for v in VALID], key="wk_b")
+    assert response.status_code == 200
+    assert response.json() == {"accepted": len(VALID), "rejected": []}
+    first: dict[str, dict[str, Any]] = {}
+    for vector in VALID:
+        first.setdefault(vector["event"]["event_id"], vector)
+    sql = "SELECT count() FROM clicktrail.events WHERE site_id = 'site_b'"
+    assert gateway.wait_for(sql, len(first)) == len(first)
+    rows = {r["event_id"]: r for r in gateway.rows("SELECT * FROM clicktrail.events WHERE site_id = 'site_b'")}
+    for event_id, vector in first.items():
+        row = rows[event_id]
+        for field, expected in vector.get("expect", {}).items():
+            if field == "props":
+                assert orjson.loads(row["props"]) == expected, vector["name"]
+            elif field == "ts":
+                stored = _ms(row["ts"])
+                assert stored == (expected if expected is not None else _ms(row["received_at"])), vector["name"]
+            else:
+                assert row[field] == expected, (vector["name"], field)
+
+
+def _ms(value: str) -> int:
+    return round(datetime.fromisoformat(value).replace(tzinfo=UTC).timestamp() * 1000)
