@@ -12,12 +12,14 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway import clickhouse_http
@@ -32,6 +34,8 @@ from gateway.store import Store, StoreUnavailable
 log = logging.getLogger("clicktrail.gateway")
 
 DEMO_PAGE = Path(__file__).resolve().parent / "demo.html"
+#: The browser SDK's built files, served at /sdk/<name> for sites that load the script from their gateway.
+SDK_DIST = Path(__file__).resolve().parent.parent / "sdk_js" / "dist"
 #: How long shutdown waits for the loader to move the spool into ClickHouse.
 DRAIN_TIMEOUT_S = 30.0
 
@@ -121,9 +125,20 @@ class Gateway:
                 Route("/readyz", self.readyz),
                 Route("/metrics", self.metrics_text),
                 Route("/", self.demo),
+                Mount("/sdk", SdkFiles(directory=SDK_DIST, check_dir=False), name="sdk"),
             ],
             lifespan=self.lifespan,
         )
+
+
+class SdkFiles(StaticFiles):
+    """The SDK's files, cacheable for an hour (revalidated by ETag) and loadable as cross-origin modules."""
+
+    def file_response(self, *args: Any, **kwargs: Any) -> Response:
+        response = super().file_response(*args, **kwargs)
+        response.headers["Cache-Control"] = "public, max-age=3600"
+        response.headers["Access-Control-Allow-Origin"] = "*"
+        return response
 
 
 class Ports:

@@ -83,9 +83,8 @@ class _Interface:
         self.store = store
         self.users = {user.name: user for user in users}
         self.display_name = socket.gethostname()
-        # Held across USE + query + USE so no other request's USE lands in between. chDB runs one query
-        # at a time anyway, and waiting here rather than in a worker thread leaves the threadpool,
-        # which the ingest port shares, to others.
+        # chDB runs one query at a time anyway; waiting here rather than in a worker thread leaves the
+        # threadpool, which the ingest port shares, to others.
         self.lock = asyncio.Lock()
 
     async def handle(self, request: Request) -> Response:
@@ -157,12 +156,7 @@ class _Interface:
             raise QueryError(48, "SET is not supported here: it would outlive this query on the connection"
                                  " the gateway's loader uses. Use the query's SETTINGS clause instead."
                                  " (NOT_IMPLEMENTED)")
-        self.store.query("USE {db:Identifier}", readonly=readonly, params={"db": database})
-        try:
-            data = self.store.query(sql, fmt, readonly=readonly, params=params)
-        finally:
-            # Store's connections outlive this request (and the read-write one serves the loader).
-            self.store.query("USE default", readonly=readonly)
+        data = self.store.query(sql, fmt, readonly=readonly, params=params, database=database)
         clause = _FORMAT_CLAUSE.search(code)
         if gzip_response:
             data = gzip.compress(data, compresslevel=3)  # ClickHouse's http_zlib_compression_level

@@ -17,6 +17,7 @@ import chdb
 DATABASE = "clicktrail"
 MIGRATIONS = Path(__file__).resolve().parent.parent / "clickhouse" / "migrations"
 
+_USE = re.compile(r"\s*USE\b", re.I)
 _CODE = re.compile(r"Code: (\d+)\. (?:DB::Exception: )?(.*)", re.S)
 
 
@@ -49,6 +50,7 @@ class Store:
         self._ro = None
         self._lock = threading.Lock()
         self._structure: str | None = None
+        self._database: dict[int, str] = {}  # the current database of each connection
 
     @property
     def is_open(self) -> bool:
@@ -79,15 +81,25 @@ class Store:
                 if conn is not None:
                     conn.close()
             self._rw = self._ro = None
+            self._database.clear()
 
     def query(self, sql: str, fmt: str = "TabSeparated", *, readonly: bool = True,
-              params: dict[str, str] | None = None) -> bytes:
-        """Run one statement; the result comes back serialized in ``fmt`` (a FORMAT clause wins)."""
+              params: dict[str, str] | None = None, database: str | None = None) -> bytes:
+        """Run one statement; the result comes back serialized in ``fmt`` (a FORMAT clause wins).
+
+        ``database`` is the one unqualified names resolve in; the connection keeps it until the
+        next query that names another, so the usual case costs no extra USE.
+        """
         with self._lock:
             conn = self._ro if readonly else self._rw
             if conn is None:
                 raise StoreUnavailable("ClickHouse is not open")
             try:
+                if database is not None and self._database.get(id(conn)) != database:
+                    conn.query("USE {db:Identifier}", params={"db": database})
+                    self._database[id(conn)] = database
+                if _USE.match(sql):  # the query moves the connection itself
+                    self._database.pop(id(conn), None)
                 result = conn.query(sql, fmt, params=params or None)
             except Exception as exc:
                 raise _query_error(exc) from exc
