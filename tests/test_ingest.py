@@ -251,3 +251,23 @@ def _metric(text: str, name: str) -> float:
             return float(line.split()[-1])
     raise AssertionError(f"{name} not in metrics")
 
+
+
+def test_bots_are_flagged(gateway: GatewayProcess) -> None:
+    event = make_event()
+    gateway.http.post("/v1/batch", content=orjson.dumps({"batch": [event]}),
+                      headers={"X-Write-Key": "wk_a", "User-Agent": "Mozilla/5.0 (compatible; Googlebot/2.1; "
+                                                                      "+http://www.google.com/bot.html)"})
+    row = stored(gateway, [event["event_id"]])[0]
+    assert (row["is_bot"], row["device_type"]) == (True, "bot")
+
+
+def test_logs_carry_no_keys_ids_or_addresses(gateway: GatewayProcess) -> None:
+    secret_user = "u-" + uuid.uuid4().hex
+    event = make_event(user_id=secret_user, url="https://a.example/?ch=x")
+    gateway.http.post("/v1/batch", content=orjson.dumps({"batch": [event]}), headers={"Authorization": "Bearer sk_a"})
+    gateway.send([make_event("registration")])  # a rejection
+    stored(gateway, [event["event_id"]])
+    log = gateway.log()
+    for needle in (secret_user, event["event_id"], event["anonymous_id"], "sk_a", "admin-pw", "analyst-pw"):
+        assert needle not in log, needle

@@ -1,0 +1,43 @@
+"""The configuration file: the starter a first run writes, and clear errors for bad files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway import config
+from tests.conftest import ROOT
+
+
+def test_starter_config_has_a_demo_site_with_fresh_keys(tmp_path: Path) -> None:
+    first, second = tmp_path / "a.toml", tmp_path / "b.toml"
+    config.write_starter(first)
+    config.write_starter(second)
+    a, b = config.load(first), config.load(second)
+    assert [s.id for s in a.sites] == ["demo"]
+    assert a.sites[0].write_key.startswith("wk_") and a.sites[0].secret_key.startswith("sk_")
+    assert a.sites[0].write_key != b.sites[0].write_key  # random per install
+    assert [(u.name, u.readonly) for u in a.users] == [("analyst", True)]
+    assert a.server.fsync == "always"
+
+
+@pytest.mark.parametrize(("text", "error"), [
+    ('[server]\nport = "x"\n[[sites]]\nid = "s"\nwrite_key = "k"\n', "Expected `int`, got `str` - at `$.server.port`"),
+    ('[server]\nfsync = "sometimes"\n[[sites]]\nid = "s"\nwrite_key = "k"\n', "fsync"),
+    ("[server]\n", "no [[sites]]"),
+    ('[[sites]]\nid = "s"\nwrite_key = "k"\n[[sites]]\nid = "s"\nwrite_key = "j"\n', "site id 's' appears twice"),
+    ('[[sites]]\nid = "s"\nwrite_key = "k"\n[[sites]]\nid = "t"\nwrite_key = "k"\n', "reuses a key"),
+    ('[servre]\nport = 1\n[[sites]]\nid = "s"\nwrite_key = "k"\n', "unknown field `servre`"),
+])
+def test_bad_configs_are_refused_with_the_reason(tmp_path: Path, text: str, error: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(config.ConfigError, match=error.replace("[", r"\[").replace("$", r"\$")):
+        config.load(path)
+    run = subprocess.run([sys.executable, "-m", "gateway", "serve", "--config", str(path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2
+    assert error in run.stderr
