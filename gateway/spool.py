@@ -56,7 +56,7 @@ class Spool:
         # Group commit: lines waiting for the next write+fsync, and the futures of their requests.
         self._pending: list[bytes] = []
         self._waiters: list[asyncio.Future[None]] = []
-        self._flushing = False
+        self._committer: asyncio.Task[None] | None = None
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool-io")
         self._ticker: asyncio.Task[None] | None = None
 
@@ -80,8 +80,8 @@ class Spool:
         """Stop the timer, write what is pending and seal the open segment for the loader."""
         if self._ticker:
             self._ticker.cancel()
-        while self._flushing:
-            await asyncio.sleep(0.001)
+        if self._committer is not None:
+            await self._committer
         with self._lock:
             self._seal()
         self._io.shutdown(wait=True)
@@ -89,44 +89,43 @@ class Spool:
     # -- the request path -------------------------------------------------------------------------
 
     async def append(self, lines: bytes) -> None:
-        """Return once ``lines`` (complete JSONEachRow lines) are durable per the fsync policy."""
+        """Return once ``lines`` (complete JSONEachRow lines) are durable per the fsync policy.
+
+        Requests that arrive while a write (and its fsync) is under way wait together for the next
+        one, so a burst costs one write and at most one fsync, whatever the policy.
+        """
         if self._bytes + len(lines) > self.max_bytes:
             self.refusing = True
             raise SpoolUnavailable(f"spool holds {self._bytes} bytes, its limit is {self.max_bytes}")
-        if self.fsync != "always":
-            # The OS has the bytes once write() returns, which survives a crash of this process;
-            # the ticker flushes them to the disk within fsync_interval.
-            with self._lock:
-                self._write(lines)
-            return
-        waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
         self._pending.append(lines)
         self._waiters.append(waiter)
-        if not self._flushing:
-            self._flushing = True
-            asyncio.get_running_loop().create_task(self._group_commit())
+        if self._committer is None or self._committer.done():
+            self._committer = loop.create_task(self._group_commit())
         await waiter
 
     async def _group_commit(self) -> None:
         loop = asyncio.get_running_loop()
-        try:
-            while self._pending:
-                data, waiters = b"".join(self._pending), self._waiters
-                self._pending, self._waiters = [], []
-                try:
-                    await loop.run_in_executor(self._io, self._write_and_sync, data)
-                except SpoolUnavailable as exc:
-                    for waiter in waiters:
-                        waiter.set_exception(exc)
-                else:
-                    for waiter in waiters:
-                        waiter.set_result(None)
-        finally:
-            self._flushing = False
+        while self._pending:
+            data, waiters = b"".join(self._pending), self._waiters
+            self._pending, self._waiters = [], []
+            try:
+                with self._lock:
+                    self._write(data)
+                if self.fsync == "always":
+                    # The OS has the bytes once write() returns, which survives a crash of this
+                    # process; only the fsync (in a thread, so the loop keeps serving) survives power loss.
+                    await loop.run_in_executor(self._io, self._locked_sync)
+            except SpoolUnavailable as exc:
+                for waiter in waiters:
+                    waiter.set_exception(exc)
+            else:
+                for waiter in waiters:
+                    waiter.set_result(None)
 
-    def _write_and_sync(self, data: bytes) -> None:
+    def _locked_sync(self) -> None:
         with self._lock:
-            self._write(data)
             self._sync()
 
     def _write(self, data: bytes) -> None:
