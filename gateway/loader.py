@@ -99,10 +99,10 @@ class Loader:
                 self._quarantine(batch)
                 return
             raise
+        self.metrics.observe_insert(rows, time.monotonic() - started)
         self._failures = 0
         self._one_at_a_time = False
         self.spool.remove(batch)
-        self.metrics.observe_insert(rows, time.monotonic() - started)
 
     def _store_answers(self) -> bool:
         try:

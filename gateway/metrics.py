@@ -42,7 +42,7 @@ class Metrics:
         def metric(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
             out.append(f"# HELP clicktrail_{name} {help_}")
             out.append(f"# TYPE clicktrail_{name} {kind}")
-            out.extend(f"clicktrail_{name}{labels} {value:g}" for labels, value in samples)
+            out.extend(f"clicktrail_{name}{labels} {value!r}" for labels, value in samples)
 
         metric("events_accepted_total", "counter", "Events made durable, by site.",
                [(f'{{site="{k}"}}', v) for k, v in sorted(self.accepted.items())] or [("", 0)])

@@ -122,6 +122,12 @@ def test_clickhouse_unavailable_then_back(new_gateway: Callable[..., GatewayProc
     assert gw.wait_for(COUNT_ALL, 200) == 200
     assert gw.http.get("/readyz").status_code == 200
     assert gw.scalar(DUPLICATES) == 0
+    deadline = time.monotonic() + 10
+    while "clicktrail_spool_bytes 0.0" not in (metrics := gw.http.get("/metrics").text.splitlines()):
+        assert time.monotonic() < deadline, "the loaded segments were not deleted"
+        time.sleep(0.05)
+    assert 'clicktrail_events_accepted_total{site="site_a"} 200' in metrics
+    assert "clicktrail_loaded_rows_total 200" in metrics
 
 
 def test_full_spool_answers_503_and_keeps_what_it_acknowledged(new_gateway: Callable[..., GatewayProcess]) -> None:
