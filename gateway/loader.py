@@ -18,9 +18,11 @@ from gateway.store import QueryError, Store, StoreUnavailable
 
 log = logging.getLogger("clicktrail.loader")
 
-#: A batch that fails this often while ClickHouse answers other queries is set aside, not retried forever.
-POISON_ATTEMPTS = 5
+#: A batch ClickHouse refuses this often for its data is set aside, not retried forever.
+POISON_ATTEMPTS = 3
 QUARANTINE = "quarantine"
+#: ClickHouse's error codes that blame the data (parse and conversion failures), not the engine's state.
+DATA_ERRORS = frozenset({6, 26, 27, 32, 33, 38, 41, 53, 69, 70, 72, 117, 131})
 
 
 class Loader:
@@ -93,26 +95,21 @@ class Loader:
         token = f"{batch[0].stem}-{batch[-1].stem}-{len(batch)}"
         try:
             self.store.insert_segments(batch, token)
-        except QueryError:
+        except QueryError as exc:
+            if exc.code not in DATA_ERRORS:
+                raise
             self._failures += 1
-            if self._failures >= POISON_ATTEMPTS and self._store_answers():
-                self._quarantine(batch)
-                return
-            raise
+            if self._failures < POISON_ATTEMPTS:
+                raise
+            self._quarantine(batch)
+            return
         self.metrics.observe_insert(rows, time.monotonic() - started)
         self._failures = 0
         self._one_at_a_time = False
         self.spool.remove(batch)
 
-    def _store_answers(self) -> bool:
-        try:
-            self.store.query("SELECT 1", readonly=False)
-        except (QueryError, StoreUnavailable):
-            return False
-        return True
-
     def _quarantine(self, batch: list[Path]) -> None:
-        """Set a segment ClickHouse keeps refusing aside (kept on disk, never deleted), so it cannot block the rest.
+        """Set a segment ClickHouse keeps refusing aside (kept on disk for an operator), so it cannot block the rest.
 
         A batch of several segments is first retried one segment at a time; only a lone segment
         that still fails is moved.

@@ -163,3 +163,20 @@ def test_sigterm_flushes_and_exits_cleanly(new_gateway: Callable[..., GatewayPro
     assert not list(spool.glob("*.seg")) and not list(spool.glob("*.open")), "shutdown left events unloaded"
     gw.start()
     assert gw.scalar(COUNT_ALL) == 100
+
+
+def test_a_segment_clickhouse_cannot_read_is_set_aside_and_the_rest_loads(
+        new_gateway: Callable[..., GatewayProcess]) -> None:
+    gw = new_gateway()
+    spool = gw.directory / "data" / "spool"
+    spool.mkdir(parents=True)
+    good = [{"site_id": "site_a", "event_id": f"good-{i}", "event": "page_view", "ts": 1795000000.5 + i,
+             "received_at": 1795000001.0, "anonymous_id": "a"} for i in range(3)]
+    # A segment written by a broken or older gateway: a time ClickHouse cannot parse.
+    (spool / "000000000000.seg").write_bytes(orjson.dumps({**good[0], "event_id": "bad", "ts": "soon"}) + b"\n")
+    (spool / "000000000001.seg").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in good))
+    gw.start(wait_ready=False)
+    assert gw.wait_for("SELECT count() FROM clicktrail.events WHERE event_id LIKE 'good-%'", 3) == 3
+    assert gw.scalar("SELECT count() FROM clicktrail.events WHERE event_id = 'bad'") == 0
+    assert (spool / "quarantine" / "000000000000.seg").exists()
+    assert "clicktrail_quarantined_segments_total 1" in gw.http.get("/metrics").text.splitlines()
