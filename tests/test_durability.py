@@ -65,17 +65,24 @@ def _assert_exactly_once(gw: GatewayProcess, acked: list[str]) -> None:
     assert gw.scalar(DUPLICATES) == 0
 
 
+def _kill_under_load(gw: GatewayProcess, seconds: float) -> list[str]:
+    """kill -9 the gateway while it takes load; the ids of the events it acknowledged before dying."""
+    stop, acked = threading.Event(), []
+    threads = _load(gw, stop, acked)
+    time.sleep(seconds)
+    gw.kill()
+    stop.set()
+    for t in threads:
+        t.join()
+    assert len(acked) > 500, "the load did not get going"
+    return acked
+
+
 def test_kill_9_under_load_loses_nothing_acknowledged(new_gateway: Callable[..., GatewayProcess]) -> None:
     gw = new_gateway().start()
+    acked: list[str] = []
     for _round in range(2):
-        stop, acked = threading.Event(), []
-        threads = _load(gw, stop, acked)
-        time.sleep(2.5)
-        gw.kill()
-        stop.set()
-        for t in threads:
-            t.join()
-        assert len(acked) > 500, "the load did not get going"
+        acked += _kill_under_load(gw, 2.5)
         gw.start()
         _assert_exactly_once(gw, acked)
 
@@ -83,13 +90,7 @@ def test_kill_9_under_load_loses_nothing_acknowledged(new_gateway: Callable[...,
 def test_kill_9_with_interval_fsync(new_gateway: Callable[..., GatewayProcess]) -> None:
     # write() before the answer survives the death of the process even without an fsync per request.
     gw = new_gateway(fsync="interval").start()
-    stop, acked = threading.Event(), []
-    threads = _load(gw, stop, acked)
-    time.sleep(2)
-    gw.kill()
-    stop.set()
-    for t in threads:
-        t.join()
+    acked = _kill_under_load(gw, 2)
     gw.start()
     _assert_exactly_once(gw, acked)
 
