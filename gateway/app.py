@@ -63,6 +63,8 @@ class Gateway:
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
         self.spool.recover()
+        if self.spool.depth_bytes:
+            log.info("spool holds %d bytes from before this start; loading them", self.spool.depth_bytes)
         try:
             self.store.open()
         except StoreUnavailable as exc:
