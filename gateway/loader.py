@@ -92,9 +92,8 @@ class Loader:
     def _load(self, batch: list[Path]) -> None:
         started = time.monotonic()
         rows = sum(_count_lines(s) for s in batch)
-        token = f"{batch[0].stem}-{batch[-1].stem}-{len(batch)}"
         try:
-            self.store.insert_segments(batch, token)
+            self.store.insert_segments(batch)
         except QueryError as exc:
             if exc.code not in DATA_ERRORS:
                 raise

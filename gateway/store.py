@@ -130,10 +130,15 @@ class Store:
             applied.append(path.stem)
         return applied
 
-    def insert_segments(self, segments: list[Path], token: str) -> None:
+    def insert_segments(self, segments: list[Path]) -> None:
         """Insert spool segments into ``events`` once: rows whose (site_id, event_id) is stored already,
-        or repeated within the segments, are skipped, and an identical retry of the same insert
-        (the same ``token``) is dropped by ClickHouse's insert deduplication."""
+        or repeated within the segments, are skipped.
+
+        The check reads the by_event_id projection, which is committed in the same parts as the rows,
+        so a retry after a crash at any point (even between the insert and the segment's deletion)
+        finds exactly what was stored. It is the only dedup: ClickHouse's own insert deduplication is
+        off, as its tokens and block hashes know nothing of event ids.
+        """
         directory = segments[0].parent
         source = f"{directory}/{{{','.join(s.name for s in segments)}}}"
         if self._structure is None:
@@ -145,8 +150,7 @@ class Store:
             f"   SELECT site_id, event_id FROM {DATABASE}.events WHERE (site_id, event_id) IN ("
             f"     SELECT site_id, event_id FROM file({_quote(source)}, JSONEachRow,"
             f"     'site_id String, event_id String')))"
-            f" LIMIT 1 BY site_id, event_id"
-            f" SETTINGS insert_deduplication_token = {_quote(token)}",
+            f" LIMIT 1 BY site_id, event_id",
             readonly=False,
         )
 

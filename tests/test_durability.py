@@ -157,6 +157,18 @@ def test_full_spool_answers_503_and_keeps_what_it_acknowledged(new_gateway: Call
     assert gw.send([make_event()]).status_code == 200  # room again once loaded
 
 
+def test_events_after_a_restart_are_stored_too(new_gateway: Callable[..., GatewayProcess]) -> None:
+    # A restart with an empty spool numbers segments from 0 again; nothing may mistake them for old ones.
+    gw = new_gateway().start()
+    for round_ in range(1, 4):
+        assert gw.send([make_event() for _ in range(10)]).status_code == 200
+        assert gw.wait_for(COUNT_ALL, 10 * round_) == 10 * round_
+        gw.stop()
+        gw.start()
+    time.sleep(1)
+    assert gw.scalar(COUNT_ALL) == 30
+
+
 def test_sigterm_flushes_and_exits_cleanly(new_gateway: Callable[..., GatewayProcess]) -> None:
     gw = new_gateway(segment_max_age_ms=60_000).start()  # nothing seals by age: shutdown must do it
     events = [make_event() for _ in range(100)]

@@ -42,5 +42,4 @@ CREATE TABLE IF NOT EXISTS clicktrail.events
 )
 ENGINE = MergeTree
 PARTITION BY toYYYYMM(ts)
-ORDER BY (site_id, toDate(ts), event, ts)
-SETTINGS non_replicated_deduplication_window = 1000;
+ORDER BY (site_id, toDate(ts), event, ts);
