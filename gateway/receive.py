@@ -224,8 +224,9 @@ class Receiver:
     def _cors(self, request: Request) -> dict[str, str]:
         origin = _header(request, b"origin")
         if origin and self.sites.preflight_allowed(origin):
+            # Retry-After must be readable by the SDK on other origins, or it cannot honour it.
             return {"Access-Control-Allow-Origin": origin, "Access-Control-Allow-Credentials": "true",
-                    "Vary": "Origin"}
+                    "Access-Control-Expose-Headers": "Retry-After", "Vary": "Origin"}
         return {}
 
     def _json(self, request: Request, status: int, body: object, headers: dict[str, str] | None = None) -> Response:

@@ -88,6 +88,7 @@ def test_origins_outside_the_sites_list_are_403(gateway: GatewayProcess) -> None
     ok = gateway.send([make_event()], headers={"Origin": "https://a.example"})
     assert ok.status_code == 200
     assert ok.headers["access-control-allow-origin"] == "https://a.example"
+    assert ok.headers["access-control-expose-headers"] == "Retry-After"
 
 
 def test_cors_preflight(gateway: GatewayProcess) -> None:

@@ -1,0 +1,1 @@
+(function(i,e,c,t){i[c]=i[c]||function(){(i[c].q=i[c].q||[]).push(arguments)},t=e.createElement("script"),t.async=1,t.src="GATEWAY_URL/sdk/clicktrail.min.js",e.head.appendChild(t)})(window,document,"clicktrail"),clicktrail("init",{key:"WRITE_KEY"});
