@@ -1,0 +1,179 @@
+"""Benchmark: the gateway's ingest against the ceiling of its HTTP stack, measured in the same run.
+
+    python -m loadtests.bench_ingest [--quick] [--seconds N]
+
+wrk (Debian's ``wrk``; ``apt-get install wrk``) drives, from its own process and one thread:
+
+- the ceiling: a no-op Starlette endpoint on uvicorn (uvloop, httptools) that reads the body and
+  answers a fixed JSON, the most any Starlette service can do here;
+- the gateway, single-event requests (``POST /v1/event``), with ``fsync = "always"`` (the default:
+  each group commit is fsynced before the answer) and ``fsync = "interval"``;
+- the gateway, 50-event batches (``POST /v1/batch``).
+
+Each event has a unique event_id; after the batch run, every accepted event must be in ClickHouse
+exactly once (else the run fails). Printed: requests/s and the ratio to the ceiling, events/s, the
+loader's insert rate (rows per second of insert time, dedup included) and the gateway's peak RSS.
+The last line is a JSON object. Loopback only; every run is bounded by ``--seconds``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from tests.conftest import GatewayProcess, free_port
+
+EVENT = ('{"event":"live_heartbeat","event_id":"%s","anonymous_id":"a-1","url":"https://www.example.com/live?ch=wx",'
+         '"props":{"stream_id":"webinar-12","view_id":"v-1","mode":"live","watched_ms":10000}}')
+
+# wrk scripts: every event gets an id no other request of the run has.
+SINGLE = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["X-Write-Key"] = "wk_b"
+local n = 0
+local tag = "TAG"
+request = function()
+  n = n + 1
+  return wrk.format(nil, "/v1/event", nil, string.format('EVENT', tag .. "-" .. n))
+end
+"""
+BATCH = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["X-Write-Key"] = "wk_b"
+local n = 0
+local tag = "TAG"
+request = function()
+  local events = {}
+  for i = 1, 50 do
+    n = n + 1
+    events[i] = string.format('EVENT', tag .. "-" .. n)
+  end
+  return wrk.format(nil, "/v1/batch", nil, '{"batch":[' .. table.concat(events, ",") .. ']}')
+end
+"""
+
+
+async def _noop(request: Request) -> Response:
+    await request.body()
+    return Response(b'{"accepted":1,"rejected":[]}', media_type="application/json")
+
+
+#: The ceiling: what Starlette on uvicorn does with no work at all.
+noop = Starlette(routes=[Route("/v1/event", _noop, methods=["POST"]), Route("/v1/batch", _noop, methods=["POST"])])
+
+
+def wrk(url: str, script: str, seconds: int, connections: int) -> float:
+    """Requests per second that got a 2xx; a run with any other answer fails."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as lua:
+        # wrk seeds Lua's random alike in every run, so the run's unique tag comes from here.
+        lua.write(script.replace("EVENT", EVENT).replace("TAG", uuid.uuid4().hex))
+        lua.flush()
+        out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", lua.name, url],
+                             capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
+    if "Non-2xx" in out:
+        raise SystemExit(f"wrk got errors:\n{out}")
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+
+
+def ceiling(seconds: int) -> float:
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "uvicorn", "loadtests.bench_ingest:noop", "--port", str(port),
+                               "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"])
+    try:
+        _wait_listening(port)
+        return wrk(f"http://127.0.0.1:{port}", SINGLE, seconds, 32)
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def _wait_listening(port: int) -> None:
+    import socket
+
+    for _ in range(100):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise SystemExit("the no-op server did not start")
+
+
+def metric(gw: GatewayProcess, name: str) -> float:
+    for line in gw.http.get("/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    raise KeyError(name)
+
+
+def peak_rss_mb(gw: GatewayProcess) -> float:
+    assert gw.proc is not None
+    status = Path(f"/proc/{gw.proc.pid}/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024  # type: ignore[union-attr]
+
+
+def gateway_runs(seconds: int) -> dict[str, float]:
+    results: dict[str, float] = {}
+    root = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    try:
+        for fsync in ("interval", "always"):
+            gw = GatewayProcess(root / fsync, fsync=fsync, segment_max_age_ms=1000).start()
+            try:
+                results[f"single_rps_{fsync}"] = wrk(gw.base, SINGLE, seconds, 32)
+                if fsync == "always":
+                    results["batch_eps"] = wrk(gw.base, BATCH, seconds, 16) * 50
+                    time.sleep(1)  # requests wrk left in flight are still answered after it stops
+                    accepted = int(metric(gw, 'clicktrail_events_accepted_total{site="site_b"}'))
+                    stored = gw.wait_for("SELECT count() FROM clicktrail.events", accepted, timeout=300)
+                    if stored != accepted or gw.scalar("SELECT uniqExact(event_id) FROM clicktrail.events") != stored:
+                        raise SystemExit(f"accepted {accepted} events, ClickHouse holds {stored}")
+                    results["loader_rows_per_s"] = (metric(gw, "clicktrail_loaded_rows_total")
+                                                    / metric(gw, "clicktrail_insert_seconds_sum"))
+                    results["rss_mb"] = peak_rss_mb(gw)
+            finally:
+                gw.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="3-second runs")
+    parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is missing: apt-get install wrk")
+    seconds = 3 if args.quick else args.seconds
+    result: dict[str, Any] = {"ceiling_rps": ceiling(seconds), **gateway_runs(seconds)}
+    result["single_rps"] = result["single_rps_always"]
+    result["single_ratio"] = result["single_rps"] / result["ceiling_rps"]
+    c = result["ceiling_rps"]
+    print(f"{'no-op Starlette (ceiling)':<40}{c:>12,.0f} req/s")
+    for fsync in ("always", "interval"):
+        rps = result[f"single_rps_{fsync}"]
+        print(f"{f'gateway, single events, fsync={fsync}':<40}{rps:>12,.0f} req/s  {rps / c:5.2f}x ceiling")
+    print(f"{'gateway, 50-event batches, fsync=always':<40}{result['batch_eps']:>12,.0f} events/s")
+    print(f"{'loader into embedded ClickHouse':<40}{result['loader_rows_per_s']:>12,.0f} rows/s of insert time")
+    print(f"{'gateway peak RSS':<40}{result['rss_mb']:>12,.0f} MB")
+    print(json.dumps({k: round(v, 3) for k, v in result.items()}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
