@@ -41,23 +41,20 @@ EVENT = ('{"event":"live_heartbeat","event_id":"%s","anonymous_id":"a-1","url":"
          '"props":{"stream_id":"webinar-12","view_id":"v-1","mode":"live","watched_ms":10000}}')
 
 # wrk scripts: every event gets an id no other request of the run has.
-SINGLE = """
+HEADER = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["X-Write-Key"] = "wk_b"
 local n = 0
 local tag = "TAG"
+"""
+SINGLE = HEADER + """
 request = function()
   n = n + 1
   return wrk.format(nil, "/v1/event", nil, string.format('EVENT', tag .. "-" .. n))
 end
 """
-BATCH = """
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["X-Write-Key"] = "wk_b"
-local n = 0
-local tag = "TAG"
+BATCH = HEADER + """
 request = function()
   local events = {}
   for i = 1, 50 do

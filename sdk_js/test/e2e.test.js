@@ -267,6 +267,25 @@ test('identity: one anonymous id and session across pages, identify and reset', 
   await context.close()
 })
 
+// The visitor's one viewing once its live_leave is stored: one live_join and one live_leave around
+// heartbeats, all of one view_id, stream and mode. Returns the heartbeats.
+async function oneView(context, stream, mode) {
+  const { a } = await state(context)
+  const rows = await gw.events(`anonymous_id = '${a}' AND event LIKE 'live_%'`, 5)
+  await until(async () => (await gw.events(`anonymous_id = '${a}' AND event = 'live_leave'`, 0)).length, {
+    what: 'live_leave',
+  })
+  const all = await gw.events(`anonymous_id = '${a}' AND event LIKE 'live_%'`, rows.length)
+  const [join, ...joins] = all.filter((r) => r.event == 'live_join')
+  const [leave, ...leaves] = all.filter((r) => r.event == 'live_leave')
+  assert.deepEqual([joins, leaves], [[], []], 'one live_join and one live_leave')
+  assert.ok(all.every((r) => join.ms <= r.ms && r.ms <= leave.ms), 'heartbeats between join and leave')
+  for (const r of all) {
+    assert.deepEqual([r.props.stream_id, r.props.mode, r.props.view_id], [stream, mode, join.props.view_id])
+  }
+  return all.filter((r) => r.event == 'live_heartbeat')
+}
+
 test('watch time from a real <video>: join, heartbeats without the paused time, leave', async () => {
   const { context, page } = await visitor()
   await page.goto(`${site.origin}/video.html`)
@@ -283,23 +302,8 @@ test('watch time from a real <video>: join, heartbeats without the paused time, 
     for (let i = 0; i < r.length; i++) s += r.end(i) - r.start(i)
     return s * 1000
   })
-  const { a } = await state(context)
-  const rows = await gw.events(`anonymous_id = '${a}' AND event LIKE 'live_%'`, 5)
-  await until(async () => (await gw.events(`anonymous_id = '${a}' AND event = 'live_leave'`, 0)).length, {
-    what: 'live_leave',
-  })
-  const all = await gw.events(`anonymous_id = '${a}' AND event LIKE 'live_%'`, rows.length)
-  const beats = all.filter((r) => r.event == 'live_heartbeat')
-  const [join, ...joins] = all.filter((r) => r.event == 'live_join')
-  const [leave, ...leaves] = all.filter((r) => r.event == 'live_leave')
-  assert.deepEqual([joins, leaves], [[], []], 'one live_join and one live_leave')
-  assert.ok(all.every((r) => join.ms <= r.ms && r.ms <= leave.ms), 'heartbeats between join and leave')
+  const beats = await oneView(context, 'webinar-e2e', 'replay') // a finite duration: a recording
   assert.ok(beats.length >= 3, `${beats.length} heartbeats for ${VIDEO_SECONDS} s at one a second`)
-  for (const r of all) {
-    assert.equal(r.props.stream_id, 'webinar-e2e')
-    assert.equal(r.props.mode, 'replay') // a finite duration: a recording
-    assert.equal(r.props.view_id, join.props.view_id)
-  }
   const watched = Math.max(...beats.map((b) => b.props.watched_ms)) // cumulative: the view's watch time
   assert.ok(Math.abs(watched - played) < 700, `watched_ms reached ${watched}, the browser played ${played} ms`)
   const told = beats.map((b) => b.props.watched_ms)
@@ -324,18 +328,7 @@ test('watch time through a player adapter: live mode, closed when the page goes'
   await page.evaluate(() => w.time(1234.5, Infinity))
   await page.goto(`${site.origin}/plain.html`)
   const t1 = Date.now()
-  const { a } = await state(context)
-  const rows = await gw.events(`anonymous_id = '${a}' AND event LIKE 'live_%'`, 5)
-  await until(async () => (await gw.events(`anonymous_id = '${a}' AND event = 'live_leave'`, 0)).length, {
-    what: 'live_leave',
-  })
-  const all = await gw.events(`anonymous_id = '${a}' AND event LIKE 'live_%'`, rows.length)
-  const beats = all.filter((r) => r.event == 'live_heartbeat')
-  const [join, ...joins] = all.filter((r) => r.event == 'live_join')
-  const [leave, ...leaves] = all.filter((r) => r.event == 'live_leave')
-  assert.deepEqual([joins, leaves], [[], []], 'one live_join and one live_leave')
-  assert.ok(all.every((r) => join.ms <= r.ms && r.ms <= leave.ms && r.props.view_id == join.props.view_id))
-  assert.ok(all.every((r) => r.props.mode == 'live' && r.props.stream_id == 'live-e2e'))
+  const beats = await oneView(context, 'live-e2e', 'live')
   const watched = Math.max(...beats.map((b) => b.props.watched_ms))
   assert.ok(watched >= 1300 && watched <= t1 - t0, `watched ${watched} ms of ${t1 - t0} ms`)
   assert.equal(beats.at(-1).props.position_s, 1234.5)
