@@ -82,8 +82,7 @@ class Spool:
             self._ticker.cancel()
         if self._committer is not None:
             await self._committer
-        with self._lock:
-            self._seal()
+        self._locked(self._seal)
         self._io.shutdown(wait=True)
 
     # -- the request path -------------------------------------------------------------------------
@@ -116,17 +115,16 @@ class Spool:
                 if self.fsync == "always":
                     # The OS has the bytes once write() returns, which survives a crash of this
                     # process; only the fsync (in a thread, so the loop keeps serving) survives power loss.
-                    await loop.run_in_executor(self._io, self._locked_sync)
+                    await loop.run_in_executor(self._io, self._locked, self._sync)
             except SpoolUnavailable as exc:
-                for waiter in waiters:
-                    waiter.set_exception(exc)
+                _settle(waiters, exc)
             else:
-                for waiter in waiters:
-                    waiter.set_result(None)
+                _settle(waiters, None)
 
-    def _locked_sync(self) -> None:
+    def _locked(self, action: Callable[[], None]) -> None:
+        """Run a segment operation under the lock, from whichever thread."""
         with self._lock:
-            self._sync()
+            action()
 
     def _write(self, data: bytes) -> None:
         """Append whole lines or nothing: a failed write is cut back so no partial line remains."""
@@ -202,14 +200,7 @@ class Spool:
             seal_due = self._fd is not None and now - self._opened_at >= self.segment_max_age
             if sync_due or seal_due:
                 last_sync = now
-                await loop.run_in_executor(self._io, self._housekeep, seal_due)
-
-    def _housekeep(self, seal: bool) -> None:
-        with self._lock:
-            if seal:
-                self._seal()
-            else:
-                self._sync()
+                await loop.run_in_executor(self._io, self._locked, self._seal if seal_due else self._sync)
 
     def _fsync_dir(self) -> None:
         if self.fsync == "off":
@@ -245,6 +236,18 @@ class Spool:
     @property
     def depth_bytes(self) -> int:
         return self._bytes
+
+
+def _settle(waiters: list[asyncio.Future[None]], error: SpoolUnavailable | None) -> None:
+    """Answer the requests of one group commit; one whose client went away (cancelled) is skipped,
+    so it cannot stop the others from being answered."""
+    for waiter in waiters:
+        if waiter.done():
+            continue
+        if error is None:
+            waiter.set_result(None)
+        else:
+            waiter.set_exception(error)
 
 
 def _drop_partial_line(path: Path) -> None:
