@@ -13,7 +13,7 @@ from pathlib import Path
 
 import uvicorn
 
-from gateway import app, config
+from gateway import app, config, connections
 
 DEFAULT_CONFIG = Path("clicktrail.toml")
 
@@ -67,16 +67,21 @@ def serve(config_path: Path | None) -> int:
         f"-H 'X-Write-Key: {site.write_key}' -d '{{\"batch\":[...]}}'\n"
         + (f"  query:       curl 'http://{server.host}:{server.clickhouse_port}/?query=SELECT+1' "
            f"(users in {config_path})\n" if server.clickhouse_port else "")
+        + (f"  operations:  http://{server.ops_host}:{server.ops_port}/metrics, /readyz, /healthz\n"
+           if server.ops_port else "")
         + f"  data:        {data_dir}",
         file=sys.stderr,
     )
     sockets = [_listen(server.host, server.port)]
     if server.clickhouse_port:
         sockets.append(_listen(server.host, server.clickhouse_port))
+    if server.ops_port:
+        sockets.append(_listen(server.ops_host, server.ops_port))
     uv = uvicorn.Config(
         app.build(cfg, data_dir),
         loop="uvloop",
-        http="httptools",
+        http=connections.protocol(server),
+        timeout_keep_alive=server.keep_alive_timeout_s,
         lifespan="on",
         log_config=None,
         access_log=False,

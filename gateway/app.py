@@ -1,7 +1,8 @@
-"""Assembly: the ingest app, its lifecycle (spool, loader, store), and the two ports of one process.
+"""Assembly: the ingest app, its lifecycle (spool, loader, store), and the ports of one process.
 
-One uvicorn server listens on both ports; ``Ports`` routes each connection by the port it came in
-on, so the ingest API and the ClickHouse HTTP interface share one event loop and one engine.
+One uvicorn server listens on all ports; ``Ports`` routes each connection by the port it came in
+on, so the ingest API, the ClickHouse HTTP interface and the operations endpoints share one event
+loop and one engine.
 """
 
 from __future__ import annotations
@@ -10,23 +11,26 @@ import contextlib
 import html
 import logging
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import clickhouse_http
 from gateway.config import Config
+from gateway.health import Part
 from gateway.loader import Loader
 from gateway.metrics import Metrics
-from gateway.receive import Receiver
+from gateway.receive import RETRY_AFTER_UNAVAILABLE, Receiver
 from gateway.sites import Sites
 from gateway.spool import Spool
 from gateway.store import Store, StoreUnavailable
@@ -35,7 +39,7 @@ log = logging.getLogger("clicktrail.gateway")
 
 DEMO_PAGE = Path(__file__).resolve().parent / "demo.html"
 #: The browser SDK's built files, served at /sdk/<name> for sites that load the script from their gateway.
-SDK_DIST = Path(__file__).resolve().parent.parent / "sdk_js" / "dist"
+SDK_DIST = Path(__file__).resolve().parent / "_data" / "sdk"  # see pyproject.toml: package-data
 #: How long shutdown waits for the loader to move the spool into ClickHouse.
 DRAIN_TIMEOUT_S = 30.0
 
@@ -55,6 +59,8 @@ class Gateway:
             segment_max_bytes=server.segment_max_bytes,
             segment_max_age_ms=server.segment_max_age_ms,
             max_bytes=server.spool_max_bytes,
+            commit_timeout_s=server.commit_timeout_s,
+            errors=self.metrics.internal_errors,
         )
         self.loader = Loader(self.spool, self.store, self.metrics, max_bytes=server.load_max_bytes)
         self.spool.on_seal = self.loader.wake
@@ -86,33 +92,52 @@ class Gateway:
         return PlainTextResponse("ok\n")
 
     async def readyz(self, _request: Request) -> Response:
-        spool_ok = os.access(self.spool.directory, os.W_OK) and not self.spool.refusing
-        checks = {"storage": self.store.is_open, "spool": spool_ok}
-        return Response(orjson.dumps(checks), status_code=200 if all(checks.values()) else 503,
-                        media_type="application/json")
+        """200 when events are accepted and reach ClickHouse; 503 with the failing checks and why."""
+        spool, loader = self.spool, self.loader
+        lag = self._lag()
+        problems = {
+            "storage": None if self.store.is_open else "ClickHouse is not open",
+            "spool": "the spool refuses events (full, or the disk refused)"
+            if spool.refusing or not os.access(spool.directory, os.W_OK) else None,
+            "committer": spool.committer.error
+            or (f"a disk operation has run more than {spool.commit_timeout:g}s" if spool.stuck else None),
+            "sealer": spool.sealer.error,
+            "loader": loader.part.error or (None if loader.alive else "the loader thread is not running")
+            or (f"the oldest unloaded event waits {lag:.0f}s, more than {self.config.server.max_loader_lag_s:g}s"
+                if lag is not None and lag > self.config.server.max_loader_lag_s else None),
+        }
+        body: dict[str, object] = {name: problem is None for name, problem in problems.items()}
+        failing = {name: problem for name, problem in problems.items() if problem is not None}
+        if failing:
+            body["problems"] = failing
+        return Response(orjson.dumps(body), status_code=503 if failing else 200, media_type="application/json")
+
+    def _lag(self) -> float | None:
+        """Seconds the oldest sealed segment has waited (from its last write), None if none waits;
+        the spool failing to list counts as unknown, which the loader's own health reports."""
+        try:
+            segments = self.spool.sealed()
+        except OSError:
+            return None
+        for segment in segments:
+            with contextlib.suppress(FileNotFoundError):
+                return max(0.0, time.time() - segment.stat().st_mtime)
+        return None
 
     async def metrics_text(self, _request: Request) -> Response:
-        segments = self.spool.sealed()
         gauges = {
             "spool_bytes": ("Bytes in the spool not yet in ClickHouse.", float(self.spool.depth_bytes)),
-            "spool_segments": ("Sealed spool segments waiting for the loader.", float(len(segments))),
             "clickhouse_up": ("1 if embedded ClickHouse is open.", float(self.store.is_open)),
         }
-
-        def oldest() -> float | None:
-            # The last write into the oldest sealed segment: a lower bound of the oldest event's wait.
-            for segment in segments:
-                with contextlib.suppress(FileNotFoundError):
-                    return segment.stat().st_mtime
-            return None
-
-        return PlainTextResponse(self.metrics.render(gauges, oldest),
-                                 media_type="text/plain; version=0.0.4")
+        return PlainTextResponse(self.metrics.render(gauges, self._lag()), media_type="text/plain; version=0.0.4")
 
     async def demo(self, request: Request) -> Response:
         site = self.config.sites[0]
         page = DEMO_PAGE.read_text().replace("{{write_key}}", html.escape(site.write_key))
         return HTMLResponse(page.replace("{{site_id}}", html.escape(site.id)))
+
+    def ops_routes(self) -> list[Route]:
+        return [Route("/healthz", self.healthz), Route("/readyz", self.readyz), Route("/metrics", self.metrics_text)]
 
     def ingest_app(self) -> Starlette:
         r = self.receiver
@@ -123,14 +148,47 @@ class Gateway:
                 Route("/v1/pixel.gif", r.pixel, methods=["GET"]),
                 Route("/v1/batch", r.preflight, methods=["OPTIONS"]),
                 Route("/v1/event", r.preflight, methods=["OPTIONS"]),
-                Route("/healthz", self.healthz),
-                Route("/readyz", self.readyz),
-                Route("/metrics", self.metrics_text),
+                # With an ops port, the public port keeps only /healthz (see ServerConfig.ops_port).
+                *(self.ops_routes() if not self.config.server.ops_port else [Route("/healthz", self.healthz)]),
                 Route("/", self.demo),
                 Mount("/sdk", SdkFiles(directory=SDK_DIST, check_dir=False), name="sdk"),
             ],
+            middleware=[Middleware(Survive, part=Part("request", self.metrics.internal_errors))],
             lifespan=self.lifespan,
         )
+
+
+class Survive:
+    """An unexpected exception while serving a request becomes a 503 with Retry-After, logged and counted.
+
+    Starlette's default is a bare 500, which SDKs give up on or retry blindly; a 503 says "retry
+    later", and a retry is safe: what was stored before the fault is deduplicated by event_id.
+    """
+
+    def __init__(self, app: ASGIApp, part: Part) -> None:
+        self.app = app
+        self.part = part
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        answered = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal answered
+            answered = answered or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except ClientDisconnect:
+            return  # the client went away (or was timed out) mid-request: nobody to answer, nothing wrong here
+        except Exception as exc:
+            self.part.failed(exc, "answered 503" if not answered else "answer cut short")
+            if not answered:
+                await Response(b'{"error":"gateway: internal error; retry later"}', 503,
+                               {"Retry-After": RETRY_AFTER_UNAVAILABLE}, "application/json")(scope, receive, send)
 
 
 class SdkFiles(StaticFiles):
@@ -144,24 +202,24 @@ class SdkFiles(StaticFiles):
 
 
 class Ports:
-    """Route each connection to the ingest app or the ClickHouse interface by its local port."""
+    """Route each connection by its local port (ClickHouse interface, operations); the ingest app takes the rest."""
 
-    def __init__(self, ingest: ASGIApp, clickhouse: ASGIApp, clickhouse_port: int) -> None:
+    def __init__(self, ingest: ASGIApp, by_port: dict[int, ASGIApp]) -> None:
         self.ingest = ingest
-        self.clickhouse = clickhouse
-        self.clickhouse_port = clickhouse_port
+        self.by_port = by_port
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         server = scope.get("server")
-        if scope["type"] != "lifespan" and server and server[1] == self.clickhouse_port:
-            await self.clickhouse(scope, receive, send)
-        else:
-            await self.ingest(scope, receive, send)
+        app = self.by_port.get(server[1], self.ingest) if scope["type"] != "lifespan" and server else self.ingest
+        await app(scope, receive, send)
 
 
 def build(config: Config, data_dir: Path) -> ASGIApp:
     gateway = Gateway(config, data_dir)
-    ingest = gateway.ingest_app()
-    if not config.server.clickhouse_port:
-        return ingest
-    return Ports(ingest, clickhouse_http.create_app(gateway.store, config.users), config.server.clickhouse_port)
+    server = config.server
+    by_port: dict[int, ASGIApp] = {}
+    if server.clickhouse_port:
+        by_port[server.clickhouse_port] = clickhouse_http.create_app(gateway.store, config.users, server)
+    if server.ops_port:
+        by_port[server.ops_port] = Starlette(routes=gateway.ops_routes())
+    return Ports(gateway.ingest_app(), by_port) if by_port else gateway.ingest_app()

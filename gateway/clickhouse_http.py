@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import gzip
 import hmac
+import math
 import re
 import socket
 import uuid
@@ -28,7 +28,9 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from gateway.config import UserConfig
+from gateway.config import ServerConfig, UserConfig
+from gateway.enrich import client_ip
+from gateway.sites import AuthThrottle
 from gateway.store import DATABASE, QueryError, Store, StoreUnavailable
 
 #: Bodies are held in memory whole (Store takes one SQL string), before and after gunzip.
@@ -44,12 +46,17 @@ _STATUS = {
     **dict.fromkeys((46, 47, 50, 56, 60, 63, 73, 78, 81, 115, 152, 336, 511), 404),
     229: 413, 48: 501, 381: 411, 159: 408, 779: 415,
     **dict.fromkeys((76, 209, 439), 503),
+    # QUOTA_EXCEEDED, ClickHouse's answer to too many failed logins, is a 500 there; here it is only ever
+    # that answer, which a client caused and can wait out, as Retry-After says.
+    201: 429,
 }
 
 # String literals, quoted identifiers and comments, so keywords inside them are not mistaken for clauses.
 _LITERALS = re.compile(r"'(?:[^'\\]|\\.|'')*'|\"(?:[^\"\\]|\\.)*\"|`(?:[^`\\]|\\.)*`|--[^\n]*|#[^\n]*|/\*.*?\*/",
                        re.S)
-_FORMAT_CLAUSE = re.compile(r"\bFORMAT\s+(\w+)(?:\s+SETTINGS\b[^;]*)?[\s;]*$", re.I)
+# ASCII (re.A): the name goes back in the X-ClickHouse-Format header, and format names are ASCII anyway.
+_FORMAT_CLAUSE = re.compile(r"\bFORMAT\s+(\w+)(?:\s+SETTINGS\b[^;]*)?[\s;]*$", re.I | re.A)
+_FORMAT_NAME = re.compile(r"\w+", re.A)
 _SET = re.compile(r"(?:^|;)\s*SET\b", re.I)
 # Matched on the raw text, literals included: a lexer of ours that disagreed with ClickHouse's (heredocs,
 # nested comments) must not be able to hide the clause, and a false alarm costs only a rephrased query.
@@ -65,9 +72,10 @@ _BINARY_FORMATS = ("native", "rowbinary", "parquet", "arrow", "orc", "avro", "pr
                    "bsoneachrow", "capnproto")
 
 
-def create_app(store: Store, users: list[UserConfig]) -> Starlette:
-    """The ClickHouse HTTP interface over ``store`` for ``users``, to be served on its own port."""
-    interface = _Interface(store, users)
+def create_app(store: Store, users: list[UserConfig], server: ServerConfig | None = None) -> Starlette:
+    """The ClickHouse HTTP interface over ``store`` for ``users``, to be served on its own port; ``server``
+    gives the proxies in front of it and the limits on failed logins."""
+    interface = _Interface(store, users, server or ServerConfig())
     return Starlette(routes=[
         Route("/", interface.handle, methods=["GET", "POST"]),
         Route("/ping", _ok),
@@ -79,9 +87,12 @@ async def _ok(_request: Request) -> Response:
 
 
 class _Interface:
-    def __init__(self, store: Store, users: list[UserConfig]) -> None:
+    def __init__(self, store: Store, users: list[UserConfig], server: ServerConfig) -> None:
         self.store = store
         self.users = {user.name: user for user in users}
+        self.trusted_proxy_hops = server.trusted_proxy_hops
+        self.auth_failures = AuthThrottle(server.auth_failure_limit, server.auth_failure_window_s)
+        self.auth_limit = f"{server.auth_failure_limit} in {server.auth_failure_window_s:g} s"
         self.display_name = socket.gethostname()
         # chDB runs one query at a time anyway; waiting here rather than in a worker thread leaves the
         # threadpool, which the ingest port shares, to others.
@@ -91,15 +102,16 @@ class _Interface:
         params = request.query_params
         if request.method != "POST" and "query" not in params:
             return await _ok(request)  # ClickHouse's root handler: health checks, no credentials
-        headers = {
-            "X-ClickHouse-Server-Display-Name": self.display_name,
-            "X-ClickHouse-Query-Id": params.get("query_id") or request.headers.get("x-clickhouse-query-id")
-            or str(uuid.uuid4()),
-        }
+        # The client's query_id is taken only once it has authenticated (as ClickHouse does), and checked.
+        headers = {"X-ClickHouse-Server-Display-Name": self.display_name, "X-ClickHouse-Query-Id": str(uuid.uuid4())}
         user_name = ""
         try:
-            user_name, password = _credentials(request)
-            user = self._authenticate(user_name, password)
+            user = self._login(request, headers)
+            user_name = user.name
+            headers["X-ClickHouse-Query-Id"] = _query_id(request) or headers["X-ClickHouse-Query-Id"]
+            fmt = request.headers.get("x-clickhouse-format") or params.get("default_format") or "TabSeparated"
+            if not _FORMAT_NAME.fullmatch(fmt):  # it goes back in the X-ClickHouse-Format header
+                raise QueryError(73, f"Unknown format {fmt}. (UNKNOWN_FORMAT)")
             if _truthy(params.get("compress")) or _truthy(params.get("decompress")):
                 raise QueryError(48, "ClickHouse's native compression (compress/decompress) is not supported"
                                      " here; use enable_http_compression=1 or Content-Encoding: gzip."
@@ -113,8 +125,7 @@ class _Interface:
                     head=params.get("query", ""),
                     body=body,
                     encoding=request.headers.get("content-encoding", ""),
-                    fmt=request.headers.get("x-clickhouse-format") or params.get("default_format")
-                    or "TabSeparated",
+                    fmt=fmt,
                     database=request.headers.get("x-clickhouse-database") or params.get("database")
                     or DATABASE,
                     params={k.removeprefix("param_"): v for k, v in params.items() if k.startswith("param_")},
@@ -131,6 +142,20 @@ class _Interface:
         if gzip_response:
             headers["Content-Encoding"] = "gzip"
         return Response(data, media_type=_content_type(fmt), headers=headers)
+
+    def _login(self, request: Request, headers: dict[str, str]) -> UserConfig:
+        """The user the request authenticates as; refused unchecked while its address has failed too often."""
+        address = client_ip(request.scope, self.trusted_proxy_hops)  # no await from here on: see AuthThrottle
+        wait = math.ceil(self.auth_failures.wait(address))
+        if wait:
+            headers["Retry-After"] = str(wait)
+            raise QueryError(201, f"Too many failed authentication attempts from this address (the limit is"
+                                  f" {self.auth_limit}); retry in {wait} s. (QUOTA_EXCEEDED)")
+        try:
+            return self._authenticate(*_credentials(request))
+        except QueryError:
+            self.auth_failures.failed(address)
+            raise
 
     def _authenticate(self, name: str, password: str) -> UserConfig:
         user = self.users.get(name)
@@ -183,11 +208,20 @@ def _credentials(request: Request) -> tuple[str, str]:
                                   " supported. (AUTHENTICATION_FAILED)")
         try:
             user, _, key = base64.b64decode(value.strip(), validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:  # binascii.Error, UnicodeDecodeError, and b64decode's own for non-ASCII text
             raise QueryError(516, "Invalid authentication: malformed Basic credentials."
                                   " (AUTHENTICATION_FAILED)") from None
         return user, key
     return params.get("user", "default"), params.get("password", "")
+
+
+def _query_id(request: Request) -> str:
+    """The client's query_id ('' if none); it goes back in a response header, so it must be fit for one."""
+    query_id = request.query_params.get("query_id") or request.headers.get("x-clickhouse-query-id", "")
+    if not (query_id.isascii() and query_id.isprintable()):
+        raise QueryError(36, "The query_id may contain only printable ASCII characters: it is sent back in the"
+                             " X-ClickHouse-Query-Id response header. (BAD_ARGUMENTS)")
+    return query_id
 
 
 async def _read_body(request: Request) -> bytes:

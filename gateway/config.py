@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -21,6 +21,12 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     port: int = 8000
     #: The ClickHouse HTTP interface for analysts (0 disables it).
     clickhouse_port: int = 8123
+    #: /metrics, /readyz and /healthz for Prometheus and probes, on ``ops_host`` (loopback unless you open it):
+    #: /metrics names every site and its volumes, which is nobody's business on the public port. The ingest
+    #: port then keeps only /healthz, which tells nothing and is what a load balancer in front of it can reach.
+    #: 0: all three on the ingest port, for setups whose scraper reaches only that port.
+    ops_port: int = 8001
+    ops_host: str = "127.0.0.1"
     data_dir: str = "data"
     #: ``always``: fsync each group commit before answering (survives power loss);
     #: ``interval``: write before answering, fsync every ``fsync_interval_ms`` (survives a crash of the process);
@@ -34,14 +40,55 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     spool_max_bytes: int = 2048 * MiB
     #: At most this much spool goes into one INSERT.
     load_max_bytes: int = 128 * MiB
+    #: Longest a request waits for the disk to confirm its events; then 503 with Retry-After (a hung disk).
+    commit_timeout_s: float = 10.0
+    #: /readyz answers 503 while the oldest event not yet in ClickHouse is older than this (the loader is stuck
+    #: or far behind), besides while a background part is failing.
+    max_loader_lag_s: float = 120.0
+    #: How far before its arrival an event's time may lie (after clock-skew correction), by key: a browser's
+    #: outbox is flushed within days, so the public write key may back-date a week; the secret key imports
+    #: history (CRM backfills). Older events are rejected with a reason, as Mixpanel's /track and /import do.
+    max_past_days_write_key: float = 7.0
+    max_past_days_secret_key: float = 5 * 365.0
+    #: How far after its arrival an event's time may lie: clocks are corrected, so only a little slack.
+    max_future_s: float = 3600.0
     #: Drop the last octet of IPv4 and the last 80 bits of IPv6 before storing (PIPL: collect the minimum).
     anonymize_ip: bool = True
-    #: Take the client address from X-Forwarded-For (only behind a proxy you run).
+    #: How many proxies you run in front of the gateway, each appending to X-Forwarded-For the address it got
+    #: the request from: the client address is the entry the outermost one added (1: the rightmost entry).
+    #: 0: X-Forwarded-For is ignored, as anyone can write it. Also the address the limits below count against.
+    trusted_proxy_hops: Annotated[int, msgspec.Meta(ge=0)] = 0
+    #: Replaced by trusted_proxy_hops (it took the leftmost entry, which the client writes); read only so that
+    #: an old file's ``true`` gets a clear error.
     trust_forwarded_for: bool = False
+    #: Failed authentications (unknown write keys, wrong analyst passwords) one client address may make per
+    #: ``auth_failure_window_s`` on each port; beyond, its attempts are refused unchecked (429) until a failure has
+    #: aged out, one every window / limit seconds (6 s by default). Behind a proxy, set trusted_proxy_hops: else all
+    #: clients have the proxy's address, and one guesser locks them all out.
+    auth_failure_limit: Annotated[int, msgspec.Meta(ge=1)] = 10
+    auth_failure_window_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
     #: Requests per second one client IP may make (0: unlimited).
     ip_rate_limit: float = 0.0
     #: Longest time an analyst query may run, in seconds.
     query_timeout_s: float = 60.0
+    #: Connection limits (all ports), so that no client can hold the process's descriptors or slow it for others.
+    #: A request URL longer than this gets 414 URI Too Long (nginx allows 8 KiB too; browsers send far less).
+    max_url_bytes: Annotated[int, msgspec.Meta(gt=0)] = 8 * KiB
+    #: Header lines summing to more than this get 431 Request Header Fields Too Large (nginx: 4 buffers of 8 KiB).
+    max_header_bytes: Annotated[int, msgspec.Meta(gt=0)] = 16 * KiB
+    #: Seconds from a connection's opening, or a request's first byte, until its headers are whole; then 408
+    #: (a connection that sent nothing is just closed). Slowloris holds connections by never finishing them.
+    header_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    #: Seconds a request body may pause between two reads (nginx's client_body_timeout); then 408.
+    body_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    #: Seconds an idle connection stays open between requests: longer than the 10 s heartbeat of a live
+    #: viewing, so a browser keeps its connection, short enough to free idle ones soon.
+    keep_alive_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 15.0
+    #: Open connections per process (capped so the open-files limit keeps room for ClickHouse and the spool),
+    #: and per client address (an IPv6 /64; 0: unlimited; not applied with trusted_proxy_hops, where every
+    #: connection comes from a proxy). Connections beyond are closed at once, unanswered.
+    max_connections: Annotated[int, msgspec.Meta(gt=0)] = 4096
+    max_connections_per_address: Annotated[int, msgspec.Meta(ge=0)] = 256
 
 
 class SiteConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -98,6 +145,13 @@ def _check(config: Config, path: Path) -> None:
             keys.add(key)
     if not config.sites:
         raise ConfigError(f"{path}: no [[sites]]: events need a site to belong to")
+    if config.server.trust_forwarded_for:
+        raise ConfigError(f"{path}: server.trust_forwarded_for is replaced by trusted_proxy_hops, the number of "
+                          "proxies you run in front of the gateway: write trusted_proxy_hops = 1 for one")
+    server = config.server
+    ports = [port for port in (server.port, server.clickhouse_port, server.ops_port) if port]
+    if len(set(ports)) < len(ports):  # each connection's app is chosen by the port number alone
+        raise ConfigError(f"{path}: port, clickhouse_port and ops_port must differ")
 
 
 STARTER = """\
@@ -107,6 +161,7 @@ STARTER = """\
 host = "127.0.0.1"
 port = {port}
 clickhouse_port = {clickhouse_port}
+# ops_port = 8001, ops_host = "127.0.0.1": where /metrics and /readyz are served (0: on port)
 data_dir = "data"
 fsync = "always"
 

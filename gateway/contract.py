@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal, NamedTuple
 
 import msgspec
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+SCHEMA_DIR = Path(__file__).resolve().parent / "_data" / "schemas"  # see pyproject.toml: package-data
 
 
 class ContractError(ValueError):
@@ -310,10 +310,55 @@ def _decode(decoder: msgspec.json.Decoder, data: bytes | msgspec.Raw, root: str,
     except msgspec.ValidationError as exc:
         raise _error(exc, root, "", _CORE_MESSAGES) from None
     except msgspec.DecodeError as exc:
-        detail = str(exc).removeprefix("JSON is malformed: ")
-        raise ContractError(f"{json_root}: invalid JSON: {detail[0].lower()}{detail[1:]}") from None
-    except UnicodeDecodeError:  # msgspec lets this through for strings it decodes
-        raise ContractError(f"{json_root}: invalid JSON: invalid UTF-8") from None
+        raise _invalid_json(bytes(data), str(exc).removeprefix("JSON is malformed: "), json_root) from None
+    except UnicodeDecodeError:  # older msgspec releases let this through for strings they decode
+        raise _invalid_json(bytes(data), "invalid UTF-8", json_root) from None
+    except RecursionError:  # msgspec nests no deeper than Python's recursion limit, even when skipping
+        raise ContractError(f"{json_root}: invalid JSON: nested too deeply") from None
+
+
+# A string that is not Unicode: raw bytes that are not UTF-8 (decoded with surrogateescape, they become
+# U+DC80..U+DCFF), or a \u escape of half a surrogate pair.
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _invalid_json(data: bytes, detail: str, json_root: str, path: str = "") -> ContractError:
+    """The error for JSON msgspec refused (``detail``); a string that is not Unicode is named by its path.
+
+    msgspec says nothing of where such a string is ("invalid UTF-8 encoded string"), or something
+    misleading ("input data was truncated" for an unpaired surrogate escape it skips), so this error
+    path reads the document again with the standard library, which keeps such strings. ``path`` is
+    the document's own path, '' when it is the root (``json_root`` names it then).
+    """
+    try:
+        text, pattern, problem = data.decode(), _SURROGATE, "unpaired surrogate"
+    except UnicodeDecodeError:
+        text, pattern, problem = data.decode(errors="surrogateescape"), _ESCAPED_BYTE, "invalid UTF-8"
+    try:
+        where = _path_of(json.loads(text), pattern, path)
+    except (ValueError, RecursionError):  # not JSON for the standard library either: msgspec's detail says why
+        where = None
+    if where is None:
+        return ContractError(f"{json_root}: invalid JSON: {detail[0].lower()}{detail[1:]}")
+    return ContractError(f"{where or json_root}: invalid JSON: {problem}")
+
+
+def _path_of(value: object, pattern: re.Pattern[str], path: str) -> str | None:
+    """The path of the first string matching ``pattern``, in document order; a key's is its object's."""
+    if type(value) is str:
+        return path if pattern.search(value) else None
+    if type(value) is dict:
+        for key, item in value.items():
+            if pattern.search(key):
+                return path
+            if (found := _path_of(item, pattern, f"{path}.{key}" if path else key)) is not None:
+                return found
+    elif type(value) is list:
+        for index, item in enumerate(value):
+            if (found := _path_of(item, pattern, f"{path}[{index}]")) is not None:
+                return found
+    return None
 
 
 _CORE_DECODER = msgspec.json.Decoder(_CoreWire)
@@ -331,21 +376,24 @@ def _props(raw: msgspec.Raw | None, rule: _Rule | None) -> bytes:
     extra props and number spellings survive; reserved props are decoded only to validate them.
     Absent or null props are checked as {}, so the error names the prop that is missing.
     """
-    data = b"{}" if raw is None else msgspec.json.format(raw, indent=-1)
-    if data == b"null":
-        data = b"{}"
-    if not data.isascii():
-        try:
-            data.decode()  # msgspec skips extra props without checking their UTF-8
-        except UnicodeDecodeError:
-            raise ContractError("props: invalid JSON: invalid UTF-8") from None
+    data = b"{}"
     try:
+        if raw is not None:
+            data = msgspec.json.format(raw, indent=-1)
+        if data == b"null":
+            data = b"{}"
+        if not data.isascii():
+            data.decode()  # msgspec skips extra props without checking their UTF-8
         if rule is not None and rule.props is not None:
             rule.props.decode(data)
         elif data[0] != 0x7B:  # '{': anything else is not an object, and the decoder says what it is
             _OBJECT_DECODER.decode(data)
     except msgspec.ValidationError as exc:
         raise _error(exc, "props", "props.", rule.messages if rule else {}) from None
+    except UnicodeDecodeError:
+        raise _invalid_json(data, "invalid UTF-8", "props", "props") from None
+    except RecursionError:  # as in _decode; the event around them went just deep enough
+        raise ContractError("props: invalid JSON: nested too deeply") from None
     return data
 
 
@@ -386,6 +434,22 @@ def decode_event(raw: bytes | msgspec.Raw) -> Event:
     return _event(_decode(_CORE_DECODER, raw, "event", "event"))
 
 
+class _EventId(msgspec.Struct, gc=False):
+    event_id: object = None
+
+
+_EVENT_ID_DECODER = msgspec.json.Decoder(_EventId)
+
+
+def event_id_of(raw: msgspec.Raw) -> str | None:
+    """The event_id of an event decode_event refused, when it has a readable one, so the client can match it."""
+    try:
+        value = _EVENT_ID_DECODER.decode(raw).event_id
+    except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):  # as in _decode
+        return None
+    return value if type(value) is str else None
+
+
 def decode_single(body: bytes) -> tuple[Event, int | None, str]:
     """Decode the body of POST /v1/event: (event, sent_at in ms or None, key or '')."""
     if len(body) > MAX_EVENT_BYTES:
@@ -398,7 +462,15 @@ def decode_single(body: bytes) -> tuple[Event, int | None, str]:
 
 def decode_batch(body: bytes) -> Envelope:
     """Decode the envelope of POST /v1/batch; the events stay raw for decode_event, one at a time."""
-    wire = _decode(_ENVELOPE_DECODER, body, "body", "body")
+    try:
+        wire = _decode(_ENVELOPE_DECODER, body, "body", "body")
+    except ContractError:
+        # msgspec refuses a whole body for an unpaired surrogate escape in one of its events (it checks
+        # them even in what it only skips), as a browser SDK's slice() through an emoji makes; the events
+        # are then cut out by hand, so that decode_event refuses only that one.
+        wire = _split_batch(body)
+        if wire is None:
+            raise
     if wire.batch is None:
         raise ContractError("batch: required")
     if not wire.batch:
@@ -407,3 +479,70 @@ def decode_batch(body: bytes) -> Envelope:
         raise ContractError(f"batch: more than {MAX_BATCH_EVENTS} events")
     sent_at = None if wire.sent_at is None else parse_time(wire.sent_at, "sent_at")
     return Envelope(wire.batch, sent_at, wire.key or "")
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_STDLIB = json.JSONDecoder()
+
+
+def _split_batch(body: bytes) -> _EnvelopeWire | None:
+    """The envelope, its batch cut into the events' own bytes by the standard library's parser, which
+    keeps unpaired surrogates; None if there is no surrogate escape or no batch array to cut."""
+    if not _SURROGATE_ESCAPE.search(body):
+        return None
+    text = body.decode(errors="surrogateescape")  # and back the same way: every byte as it came
+    try:
+        found = _batch_array(text)
+    except (ValueError, RecursionError):
+        return None
+    if found is None:
+        return None
+    events, start, end = found
+    rest = (text[:start] + "[]" + text[end:]).encode(errors="surrogateescape")
+    wire = _decode(_ENVELOPE_DECODER, rest, "body", "body")  # the envelope's own fields, checked as always
+    wire.batch = [msgspec.Raw(event.encode(errors="surrogateescape")) for event in events]
+    return wire
+
+
+def _batch_array(text: str) -> tuple[list[str], int, int] | None:
+    """The texts of the elements of the top-level ``batch`` array, and where the array starts and ends.
+
+    Only the array is parsed strictly; what lies outside it is left to msgspec, which decodes it next.
+    """
+    i = _space(text, 0)
+    if text[i : i + 1] != "{":
+        return None
+    found = None
+    i = _space(text, i + 1)
+    while text[i : i + 1] == '"':
+        key, i = _STDLIB.raw_decode(text, i)
+        i = _space(text, i)
+        if text[i : i + 1] != ":":
+            return None
+        i = _space(text, i + 1)
+        if key == "batch" and text[i : i + 1] == "[":
+            start, events = i, []
+            i = _space(text, i + 1)
+            while text[i : i + 1] != "]":
+                if events:  # a comma between two elements, and none before the ']' (raw_decode refuses it)
+                    if text[i : i + 1] != ",":
+                        return None
+                    i = _space(text, i + 1)
+                _, end = _STDLIB.raw_decode(text, i)
+                events.append(text[i:end])
+                i = _space(text, end)
+            i += 1
+            found = (events, start, i)
+        else:
+            _, i = _STDLIB.raw_decode(text, i)
+        i = _space(text, i)
+        if text[i : i + 1] != ",":
+            break
+        i = _space(text, i + 1)
+    return found
+
+
+def _space(text: str, i: int) -> int:
+    while text[i : i + 1] in (" ", "\t", "\n", "\r"):
+        i += 1
+    return i

@@ -12,6 +12,7 @@ from typing import NamedTuple
 from urllib.parse import parse_qsl, urlsplit
 
 import user_agents
+from starlette.types import Scope
 
 
 class Agent(NamedTuple):
@@ -23,11 +24,15 @@ class Agent(NamedTuple):
     is_bot: bool
 
 
+#: What is stored when there is no User-Agent, or it could not be parsed.
+NO_AGENT = Agent("", "", "", "", "other", False)
+
+
 @lru_cache(maxsize=8192)
 def parse_user_agent(header: str) -> Agent:
     """Browser, OS and device class; a browser population has few distinct strings, so the cache hits."""
     if not header:
-        return Agent("", "", "", "", "other", False)
+        return NO_AGENT
     ua = user_agents.parse(header)
     if ua.is_bot:
         device = "bot"
@@ -60,11 +65,29 @@ def anonymize_ip(address: str) -> str:
     return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False).network_address)
 
 
-def client_ip(peer: str, forwarded_for: str, trust_forwarded_for: bool) -> str:
-    """The client's address: the first X-Forwarded-For hop only behind a proxy we were told to trust."""
-    if trust_forwarded_for and forwarded_for:
-        return forwarded_for.split(",", 1)[0].strip()
-    return peer
+def client_ip(scope: Scope, trusted_proxy_hops: int) -> str:
+    """The client's address: the peer's, or behind ``trusted_proxy_hops`` proxies we run, the
+    X-Forwarded-For entry the outermost of them added.
+
+    Each proxy appends the address it received the request from, so the last ``trusted_proxy_hops``
+    entries are our proxies' and whatever stands left of them the client wrote itself (nginx's
+    real_ip_header with set_real_ip_from, counted in hops). With fewer entries than hops the request
+    skipped the outer proxies, and the leftmost entry is still one of ours. An entry that is not an
+    address (a proxy misconfigured) is not taken: the peer is.
+    """
+    client = scope.get("client")
+    peer = client[0] if client else ""
+    if trusted_proxy_hops <= 0:
+        return peer
+    # Several header lines are one comma-separated list, in order (RFC 9110, 5.3).
+    forwarded = b",".join(value for name, value in scope["headers"] if name == b"x-forwarded-for")
+    if not forwarded:
+        return peer
+    entries = forwarded.rsplit(b",", trusted_proxy_hops)
+    try:
+        return str(ipaddress.ip_address(entries[-min(trusted_proxy_hops, len(entries))].strip().decode()))
+    except (UnicodeDecodeError, ValueError):
+        return peer
 
 
 class UrlParts(NamedTuple):

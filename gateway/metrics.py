@@ -6,9 +6,7 @@ the whole exposition is a dozen lines.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
-from collections.abc import Callable
 
 #: Upper bounds (seconds) of the insert-latency histogram buckets.
 INSERT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -21,10 +19,12 @@ class Metrics:
         self.loaded_rows = 0
         self.loader_errors = 0
         self.quarantined_segments = 0
+        self.quarantined_rows = 0
+        #: Unexpected failures, by part (committer, sealer, loader, enrichment, ...); each one survived.
+        self.internal_errors: Counter[str] = Counter()
         self.insert_seconds_sum = 0.0
         self.insert_count = 0
         self.insert_buckets = [0] * len(INSERT_BUCKETS)
-        self.last_load = time.time()
 
     def observe_insert(self, rows: int, seconds: float) -> None:
         self.loaded_rows += rows
@@ -33,10 +33,10 @@ class Metrics:
         for i, bound in enumerate(INSERT_BUCKETS):
             if seconds <= bound:
                 self.insert_buckets[i] += 1
-        self.last_load = time.time()
 
-    def render(self, gauges: dict[str, tuple[str, float]], oldest_unloaded: Callable[[], float | None]) -> str:
-        """The exposition; ``gauges`` maps a metric name to (help, value) for state owned elsewhere."""
+    def render(self, gauges: dict[str, tuple[str, float]], lag: float | None) -> str:
+        """The exposition; ``gauges`` maps a metric name to (help, value) for state owned elsewhere,
+        ``lag`` is the wait of the oldest event not yet in ClickHouse (None: none waits)."""
         out: list[str] = []
 
         def metric(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
@@ -51,11 +51,15 @@ class Metrics:
         metric("loaded_rows_total", "counter", "Rows the loader inserted into ClickHouse (before dedup).",
                [("", self.loaded_rows)])
         metric("loader_errors_total", "counter", "Failed load attempts (retried).", [("", self.loader_errors)])
-        metric("quarantined_segments_total", "counter", "Spool segments ClickHouse kept refusing, set aside.",
+        metric("quarantined_segments_total", "counter", "Spool segments with rows ClickHouse kept refusing.",
                [("", self.quarantined_segments)])
-        oldest = oldest_unloaded()
+        metric("quarantined_rows_total", "counter", "Rows ClickHouse kept refusing, set aside in the spool's "
+               "quarantine/.", [("", self.quarantined_rows)])
+        metric("internal_errors_total", "counter", "Unexpected failures by part, each survived (retried, or the "
+               "event stored without that enrichment).",
+               [(f'{{part="{k}"}}', v) for k, v in sorted(self.internal_errors.items())] or [("", 0)])
         metric("loader_lag_seconds", "gauge", "Age of the oldest event not yet in ClickHouse (0: none waiting).",
-               [("", 0.0 if oldest is None else max(0.0, time.time() - oldest))])
+               [("", lag or 0.0)])
         cumulative = [(f'{{le="{b}"}}', n) for b, n in zip(INSERT_BUCKETS, self.insert_buckets, strict=True)]
         metric("insert_seconds", "histogram", "Latency of loader inserts into ClickHouse.",
                [*((f"_bucket{lb}", n) for lb, n in cumulative),

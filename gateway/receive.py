@@ -7,6 +7,7 @@ answer comes only after the spool has the events, so a 2xx always means durable.
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 import zlib
@@ -18,10 +19,19 @@ from starlette.responses import Response
 
 from gateway import rows
 from gateway.config import Config
-from gateway.contract import MAX_EVENT_BYTES, ContractError, Event, decode_batch, decode_event, decode_single
-from gateway.enrich import URL_FIELDS, anonymize_ip, client_ip, parse_user_agent
+from gateway.contract import (
+    MAX_EVENT_BYTES,
+    ContractError,
+    Event,
+    decode_batch,
+    decode_event,
+    decode_single,
+    event_id_of,
+)
+from gateway.enrich import NO_AGENT, URL_FIELDS, Agent, anonymize_ip, client_ip, parse_user_agent
+from gateway.health import Part
 from gateway.metrics import Metrics
-from gateway.sites import Credential, IpLimiter, Sites
+from gateway.sites import AuthThrottle, Credential, IpLimiter, Sites
 from gateway.spool import Spool, SpoolUnavailable
 
 MAX_BODY_BYTES = 512 * 1024
@@ -47,10 +57,6 @@ class HttpError(Exception):
         self.headers = headers or {}
 
 
-class _EventId(msgspec.Struct):
-    event_id: object = None
-
-
 class Receiver:
     def __init__(self, config: Config, sites: Sites, spool: Spool, metrics: Metrics) -> None:
         self.server = config.server
@@ -58,6 +64,15 @@ class Receiver:
         self.spool = spool
         self.metrics = metrics
         self.ip_limiter = IpLimiter(config.server.ip_rate_limit)
+        self.auth_failures = AuthThrottle(config.server.auth_failure_limit, config.server.auth_failure_window_s)
+        server = config.server
+        self.windows = {
+            "write": rows.TimeWindow.of(server.max_past_days_write_key, server.max_future_s,
+                                        "a write key (send older events with the site's secret key)"),
+            "secret": rows.TimeWindow.of(server.max_past_days_secret_key, server.max_future_s, "the secret key"),
+        }
+        #: Enrichment failures: the event is stored without what failed, never refused or lost for it.
+        self.enrichment = Part("enrichment", metrics.internal_errors)
 
     # -- endpoints --------------------------------------------------------------------------------
 
@@ -66,7 +81,6 @@ class Receiver:
             self._admit_ip(request)
             envelope = decode_batch(await self._read_body(request))
             credential = self._authenticate(request, envelope.key)
-            self._rate_limit(credential, len(envelope.batch))
             ctx = self._context(request, credential, envelope.sent_at)
             accepted: list[rows.Row] = []
             rejected: list[dict[str, object]] = []
@@ -74,11 +88,12 @@ class Receiver:
                 try:
                     accepted.append(rows.build_row(decode_event(raw), ctx))
                 except ContractError as exc:
-                    rejected.append({"index": index, "event_id": _event_id(raw), "error": str(exc)})
+                    rejected.append({"index": index, "event_id": event_id_of(raw), "error": str(exc)})
             self.metrics.rejected["invalid_event"] += len(rejected)
             if not accepted:
                 return self._json(request, 400, {"accepted": 0, "rejected": rejected,
                                                   "error": "batch: no valid event"})
+            self._rate_limit(credential, len(accepted))
             await self._store(credential, accepted)
             return self._json(request, 200, {"accepted": len(accepted), "rejected": rejected})
         except (HttpError, ContractError, SpoolUnavailable) as exc:
@@ -92,8 +107,9 @@ class Receiver:
                 raise HttpError(413, "too_large", f"body: an event is at most {MAX_EVENT_BYTES} bytes")
             event, sent_at, key = decode_single(body)
             credential = self._authenticate(request, key)
+            row = rows.build_row(event, self._context(request, credential, sent_at))
             self._rate_limit(credential, 1)
-            await self._store(credential, [rows.build_row(event, self._context(request, credential, sent_at))])
+            await self._store(credential, [row])
             return self._json(request, 200, {"accepted": 1, "rejected": []})
         except (HttpError, ContractError, SpoolUnavailable) as exc:
             return self._refuse(request, exc)
@@ -104,16 +120,16 @@ class Receiver:
             self._admit_ip(request)
             event = self._pixel_event(request)
             credential = self._authenticate(request, "")
+            row = rows.build_row(event, self._context(request, credential, None))
             self._rate_limit(credential, 1)
-            await self._store(credential, [rows.build_row(event, self._context(request, credential, None))])
+            await self._store(credential, [row])
         except (HttpError, ContractError, SpoolUnavailable) as exc:
             return self._refuse(request, exc)
         return Response(PIXEL, media_type="image/gif",
                         headers={"Cache-Control": "no-store, max-age=0", **self._cors(request)})
 
     async def preflight(self, request: Request) -> Response:
-        origin = _header(request, b"origin")
-        if not origin or not self.sites.preflight_allowed(origin):
+        if self.sites.cors_origin(None, _header(request, b"origin")) is None:
             return Response(status_code=403, content=orjson.dumps({"error": "origin: not allowed"}),
                             media_type="application/json")
         return Response(status_code=204, headers={
@@ -163,9 +179,16 @@ class Receiver:
         if not key:
             raise HttpError(401, "unauthorized", "key: missing; send X-Write-Key, Authorization: Bearer, "
                             "a body field \"key\" or the query parameter k")
+        peer = self._peer(request)  # no await from here to the failure's record: see AuthThrottle
+        wait = self.auth_failures.wait(peer)
+        if wait:
+            raise HttpError(429, "auth_throttled", "key: too many unknown keys from this address; retry later",
+                            {"Retry-After": str(math.ceil(wait))})
         credential = self.sites.authenticate(key)
         if credential is None:
+            self.auth_failures.failed(peer)
             raise HttpError(401, "unauthorized", "key: unknown write key")
+        request.scope["clicktrail.credential"] = credential  # for _cors, whatever the answer
         origin = _header(request, b"origin")
         if not self.sites.origin_allowed(credential.site, origin):
             raise HttpError(403, "forbidden_origin", f"origin: {origin} may not send events for this site")
@@ -178,8 +201,7 @@ class Receiver:
                             {"Retry-After": str(max(1, round(wait + 0.5)))})
 
     def _peer(self, request: Request) -> str:
-        peer = request.client.host if request.client else ""
-        return client_ip(peer, _header(request, b"x-forwarded-for"), self.server.trust_forwarded_for)
+        return client_ip(request.scope, self.server.trusted_proxy_hops)
 
     def _context(self, request: Request, credential: Credential, sent_at: int | None) -> rows.Context:
         received_ms = time.time_ns() // 1_000_000
@@ -189,10 +211,18 @@ class Receiver:
             site_id=credential.site.id,
             received_ms=received_ms,
             skew_ms=0 if sent_at is None else received_ms - sent_at,
+            window=self.windows[credential.kind],
             ip=anonymize_ip(ip) if self.server.anonymize_ip else ip,
-            agent=parse_user_agent(user_agent),
+            agent=self._agent(user_agent),
             user_agent=user_agent,
         )
+
+    def _agent(self, user_agent: str) -> Agent:
+        try:
+            return parse_user_agent(user_agent)
+        except Exception as exc:  # a parser's bug must not cost the events their storage
+            self.enrichment.failed(exc, "storing the event without it")
+            return NO_AGENT
 
     async def _store(self, credential: Credential, accepted: list[rows.Row]) -> None:
         await self.spool.append(rows.encode(accepted))
@@ -205,29 +235,31 @@ class Receiver:
             if name.startswith("p."):
                 props[name[2:]] = value
             elif name == "props":
-                try:
-                    props.update(orjson.loads(value))
-                except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
-                    raise HttpError(400, "unreadable", "props: not a JSON object") from exc
-            elif name == "ts" and value.isdigit():
-                fields[name] = int(value)
+                props.update(_json_object(value))
+            elif name == "ts" and value.isascii() and value.isdigit():  # isdigit alone takes '١٢٣' and '²'
+                # Written into the JSON as the number it spells, not through int() (which refuses 4,300 digits
+                # and more), so the contract judges it as a number in a body: out of range, never a crash.
+                fields[name] = msgspec.Raw(value.lstrip("0").encode() or b"0")
             elif name != "k":
                 # Links and pixels share parameter names: ?ch= is the channel code in both.
                 fields[URL_FIELDS.get(name, name)] = value
         # A pixel URL is static, so without an event_id each load counts (each open of an e-mail).
         fields.setdefault("event_id", uuid.uuid4().hex)
         fields["props"] = props
-        return decode_event(orjson.dumps(fields))
+        return decode_event(msgspec.json.encode(fields))  # orjson writes no int beyond 64 bits, nor a Raw
 
     # -- answers ----------------------------------------------------------------------------------
 
     def _cors(self, request: Request) -> dict[str, str]:
-        origin = _header(request, b"origin")
-        if origin and self.sites.preflight_allowed(origin):
-            # Retry-After must be readable by the SDK on other origins, or it cannot honour it.
-            return {"Access-Control-Allow-Origin": origin, "Access-Control-Allow-Credentials": "true",
-                    "Access-Control-Expose-Headers": "Retry-After", "Vary": "Origin"}
-        return {}
+        """CORS headers for an origin the site of the key used allows (before a key is known, any site's, so
+        a page can read why it was refused). No Allow-Credentials: events need no cookies or HTTP auth."""
+        credential: Credential | None = request.scope.get("clicktrail.credential")
+        allowed = self.sites.cors_origin(credential.site if credential else None, _header(request, b"origin"))
+        if allowed is None:
+            return {}
+        # Retry-After must be readable by the SDK on other origins, or it cannot honour it.
+        return {"Access-Control-Allow-Origin": allowed, "Access-Control-Expose-Headers": "Retry-After",
+                "Vary": "Origin"}
 
     def _json(self, request: Request, status: int, body: object, headers: dict[str, str] | None = None) -> Response:
         return Response(orjson.dumps(body), status_code=status, media_type="application/json",
@@ -250,7 +282,23 @@ def _header(request: Request, name: bytes, default: str = "") -> str:
     if headers is None:
         headers = request.scope["clicktrail.headers"] = dict(request.scope["headers"])
     value = headers.get(name)
-    return default if value is None else value.decode("latin-1")
+    if value is None:
+        return default
+    try:
+        # UTF-8, as apps write it (WeChat's User-Agent ends in "微信"); for ASCII it is as fast as latin-1.
+        return value.decode()
+    except UnicodeDecodeError:
+        return value.decode("latin-1")  # HTTP's own reading of other bytes, which never fails
+
+
+def _json_object(text: str) -> dict[str, object]:
+    try:
+        value = orjson.loads(text)  # not msgspec: orjson refuses deep nesting with an error, not a RecursionError
+    except orjson.JSONDecodeError:
+        value = None
+    if type(value) is not dict:  # dict.update would take a list of pairs, or fail on a string
+        raise HttpError(400, "unreadable", "props: not a JSON object")
+    return value
 
 
 def _gunzip(body: bytes) -> bytes:
@@ -264,12 +312,3 @@ def _gunzip(body: bytes) -> bytes:
     if not inflater.eof:
         raise HttpError(400, "unreadable", "body: gzip stream is truncated")
     return data
-
-
-def _event_id(raw: msgspec.Raw) -> object:
-    """The event_id of a rejected event when it has a readable one, so the client can match it."""
-    try:
-        value = msgspec.json.decode(raw, type=_EventId).event_id
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None
-    return value if isinstance(value, str) else None

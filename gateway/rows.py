@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import msgspec
 
-from gateway.contract import Event
+from gateway.contract import ContractError, Event
 from gateway.enrich import Agent, split_url
 
 
@@ -49,6 +49,25 @@ class Row(msgspec.Struct, omit_defaults=True):
     user_agent: str = ""
 
 
+class TimeWindow(NamedTuple):
+    """How far from its arrival an event's (corrected) time may lie, and what to answer when it does not.
+
+    Without it, a client could store any instant the skew correction can reach (1926, 2150): rows
+    in months nobody reports on, and batches spread over more partitions than one insert may create.
+    """
+
+    past_ms: int
+    future_ms: int
+    too_old: str
+    too_new: str
+
+    @classmethod
+    def of(cls, past_days: float, future_s: float, key: str) -> TimeWindow:
+        return cls(round(past_days * 86_400_000), round(future_s * 1000),
+                   f"ts: more than {past_days:g} days before the gateway received it, the limit for {key}",
+                   f"ts: more than {future_s:g} s after the gateway received it; check the client's clock")
+
+
 class Context(NamedTuple):
     """What one request tells about all its events."""
 
@@ -56,6 +75,7 @@ class Context(NamedTuple):
     received_ms: int
     #: Add to a client timestamp to correct the client's clock (received_at - sent_at), 0 if unknown.
     skew_ms: int
+    window: TimeWindow
     ip: str
     agent: Agent
     user_agent: str
@@ -65,7 +85,15 @@ _encoder = msgspec.json.Encoder()
 
 
 def build_row(event: Event, ctx: Context) -> Row:
-    ts_ms = ctx.received_ms if event.ts is None else event.ts + ctx.skew_ms
+    """The stored row; ContractError when the event's corrected time lies outside the key's window."""
+    if event.ts is None:
+        ts_ms = ctx.received_ms
+    else:
+        ts_ms = event.ts + ctx.skew_ms
+        if ts_ms < ctx.received_ms - ctx.window.past_ms:
+            raise ContractError(ctx.window.too_old)
+        if ts_ms > ctx.received_ms + ctx.window.future_ms:
+            raise ContractError(ctx.window.too_new)
     url = split_url(event.url)
     attribution = url.params
     agent = ctx.agent

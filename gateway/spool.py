@@ -4,17 +4,28 @@ Events are appended as JSONEachRow lines to the open segment ``NNNNNNNNNNNN.open
 sealed (renamed to ``.seg``) when it is old or large enough; the loader inserts sealed segments
 into ClickHouse and only then deletes them. With ``fsync = "always"`` concurrent requests share one
 fsync (group commit), so durability costs one disk flush per burst, not per event.
+
+One task, the committer, does every segment operation in order (write, fsync, seal); the timer
+only asks it to. So no two operations race, the event loop never waits on a lock held across disk
+I/O, and a request waits at most ``commit_timeout_s`` before it gets a 503, even on a hung disk.
+A failed operation is reported (``health.Part``) and retried: a segment whose rename failed stays
+on the list to hand over, so events already acknowledged always reach the loader once the disk
+lets them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from gateway.health import Part, short
 
 OPEN = ".open"
 SEALED = ".seg"
@@ -34,7 +45,9 @@ class Spool:
         segment_max_bytes: int = 32 << 20,
         segment_max_age_ms: int = 1000,
         max_bytes: int = 2 << 30,
+        commit_timeout_s: float = 10.0,
         on_seal: Callable[[], None] = lambda: None,
+        errors: Counter[str] | None = None,
     ) -> None:
         self.directory = directory
         self.fsync = fsync
@@ -42,21 +55,34 @@ class Spool:
         self.segment_max_bytes = segment_max_bytes
         self.segment_max_age = segment_max_age_ms / 1000
         self.max_bytes = max_bytes
+        self.commit_timeout = commit_timeout_s
         self.on_seal = on_seal
-        self._lock = threading.Lock()
+        errors = Counter() if errors is None else errors
+        #: Writes and fsyncs of acknowledged events.
+        self.committer = Part("committer", errors)
+        #: Handing segments to the loader (close, rename).
+        self.sealer = Part("sealer", errors)
         self._fd: int | None = None
         self._path: Path | None = None
         self._size = 0
         self._opened_at = 0.0
         self._dirty = False
-        self._bytes = 0
         self._seq = 0
+        #: Closed segments whose rename to .seg has not succeeded yet, oldest first.
+        self._unsealed: list[Path] = []
+        # Bytes not yet loaded: the loader thread subtracts, the loop adds.
+        self._bytes = 0
+        self._bytes_lock = threading.Lock()
         #: Set when the spool refused events, cleared once it frees room or writes again (for /readyz).
         self.refusing = False
         # Group commit: lines waiting for the next write+fsync, and the futures of their requests.
         self._pending: list[bytes] = []
         self._waiters: list[asyncio.Future[None]] = []
+        self._sync_due = False
+        self._seal_due = False
         self._committer: asyncio.Task[None] | None = None
+        #: time.monotonic() when the disk operation under way began (None: none is).
+        self._io_since: float | None = None
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool-io")
         self._ticker: asyncio.Task[None] | None = None
 
@@ -80,9 +106,10 @@ class Spool:
         """Stop the timer, write what is pending and seal the open segment for the loader."""
         if self._ticker:
             self._ticker.cancel()
+        self._seal_due = True
+        self._kick()
         if self._committer is not None:
             await self._committer
-        self._locked(self._seal)
         self._io.shutdown(wait=True)
 
     # -- the request path -------------------------------------------------------------------------
@@ -91,40 +118,77 @@ class Spool:
         """Return once ``lines`` (complete JSONEachRow lines) are durable per the fsync policy.
 
         Requests that arrive while a write (and its fsync) is under way wait together for the next
-        one, so a burst costs one write and at most one fsync, whatever the policy.
+        one, so a burst costs one write and at most one fsync, whatever the policy. SpoolUnavailable
+        when the spool is full, the disk refuses, or it does not confirm within ``commit_timeout_s``.
         """
         if self._bytes + len(lines) > self.max_bytes:
             self.refusing = True
             raise SpoolUnavailable(f"spool holds {self._bytes} bytes, its limit is {self.max_bytes}")
-        loop = asyncio.get_running_loop()
-        waiter = loop.create_future()
+        waiter = asyncio.get_running_loop().create_future()
         self._pending.append(lines)
         self._waiters.append(waiter)
-        if self._committer is None or self._committer.done():
-            self._committer = loop.create_task(self._group_commit())
-        await waiter
+        self._kick()
+        try:
+            # shield: a request that times out or whose client leaves does not cancel the group's commit.
+            await asyncio.wait_for(asyncio.shield(waiter), self.commit_timeout)
+        except TimeoutError:
+            waiter.cancel()  # so the commit, if it ever ends, has no one to answer
+            raise SpoolUnavailable(f"the disk did not confirm the write within {self.commit_timeout:g}s") from None
 
-    async def _group_commit(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self._pending:
+    @property
+    def stuck(self) -> bool:
+        """A disk operation has run longer than a request may wait (a hung disk)."""
+        since = self._io_since
+        return since is not None and time.monotonic() - since > self.commit_timeout
+
+    def _kick(self) -> None:
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.get_running_loop().create_task(self._commit())
+
+    async def _commit(self) -> None:
+        """Do what is asked, in order, until nothing is: write and fsync pending lines, answer their
+        requests, then fsync or seal if due. Every failure is reported and answered, never raised,
+        so the task cannot die and strand the requests that wait on it."""
+        while self._pending or self._sync_due or self._seal_due:
             data, waiters = b"".join(self._pending), self._waiters
             self._pending, self._waiters = [], []
-            try:
-                with self._lock:
+            if data:
+                try:
                     self._write(data)
-                if self.fsync == "always":
-                    # The OS has the bytes once write() returns, which survives a crash of this
-                    # process; only the fsync (in a thread, so the loop keeps serving) survives power loss.
-                    await loop.run_in_executor(self._io, self._locked, self._sync)
-            except SpoolUnavailable as exc:
-                _settle(waiters, exc)
-            else:
-                _settle(waiters, None)
+                    if self.fsync == "always":
+                        # The OS has the bytes once write() returns, which survives a crash of this
+                        # process; only the fsync (in a thread, so the loop keeps serving) survives power loss.
+                        await self._in_thread(self._sync)
+                except Exception as exc:
+                    self.refusing = True
+                    self.committer.failed(exc, "answering 503 with Retry-After")
+                    _settle(waiters, exc if isinstance(exc, SpoolUnavailable)
+                            else SpoolUnavailable(f"spool write failed: {short(exc)}"))
+                else:
+                    self.refusing = False
+                    self.committer.ok()
+                    _settle(waiters, None)
+            if self._sync_due:
+                self._sync_due = False
+                try:
+                    await self._in_thread(self._sync)
+                except Exception as exc:
+                    self.committer.failed(exc, "flushing again at the next interval")
+            if self._seal_due or self._size >= self.segment_max_bytes:
+                self._seal_due = False
+                try:
+                    await self._in_thread(self._seal)
+                except Exception as exc:
+                    self.sealer.failed(exc, "retrying at the next tick")
+                else:
+                    self.sealer.ok()
 
-    def _locked(self, action: Callable[[], None]) -> None:
-        """Run a segment operation under the lock, from whichever thread."""
-        with self._lock:
-            action()
+    async def _in_thread(self, operation: Callable[[], None]) -> None:
+        self._io_since = time.monotonic()
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._io, operation)
+        finally:
+            self._io_since = None
 
     def _write(self, data: bytes) -> None:
         """Append whole lines or nothing: a failed write is cut back so no partial line remains."""
@@ -141,15 +205,13 @@ class Spool:
             try:
                 os.ftruncate(self._fd, start)
             except OSError:
-                self._seal()
-            self.refusing = True
+                # Nothing more may follow the partial line; the loader sets that one line aside.
+                self._seal_due = True
             raise SpoolUnavailable(f"spool write failed: {exc.strerror}") from exc
-        self.refusing = False
         self._size += len(data)
-        self._bytes += len(data)
+        with self._bytes_lock:
+            self._bytes += len(data)
         self._dirty = True
-        if self._size >= self.segment_max_bytes:
-            self._seal()
 
     def _sync(self) -> None:
         if self._fd is not None and self._dirty and self.fsync != "off":
@@ -162,45 +224,58 @@ class Spool:
     # -- segments ---------------------------------------------------------------------------------
 
     def _open_segment(self) -> None:
-        self._path = self.directory / f"{self._seq:012d}{OPEN}"
+        path = self.directory / f"{self._seq:012d}{OPEN}"
         self._seq += 1
         try:
-            self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
         except OSError as exc:
             raise SpoolUnavailable(f"cannot open a spool segment: {exc.strerror}") from exc
+        self._path = path
         self._size = 0
         self._opened_at = time.monotonic()
         self._fsync_dir()
 
     def _seal(self) -> None:
-        """Make the open segment the loader's: flushed, closed and renamed to .seg."""
-        if self._fd is None or self._path is None:
-            return
-        try:
-            self._sync()
-        finally:
-            os.close(self._fd)
-            self._fd = None
-        if self._size:
-            self._path.rename(self._path.with_suffix(SEALED))
-        else:
-            self._path.unlink()
-        self._fsync_dir()
-        self.on_seal()
+        """Close the open segment and hand it, and any whose rename failed before, to the loader."""
+        if self._fd is not None and self._path is not None:
+            fd, path, size = self._fd, self._path, self._size
+            self._fd, self._size = None, 0
+            try:
+                self._sync()
+            finally:
+                # Closed and listed even if the fsync failed: what it holds was acknowledged (or,
+                # with fsync = "interval", may have been) and must reach the loader.
+                os.close(fd)
+                if size:
+                    self._unsealed.append(path)
+                else:
+                    with contextlib.suppress(OSError):
+                        path.unlink()
+        handed = False
+        while self._unsealed:
+            path = self._unsealed[0]
+            path.rename(path.with_suffix(SEALED))
+            self._unsealed.pop(0)
+            handed = True
+        if handed:
+            self.on_seal()
+            self._fsync_dir()
 
     async def _tick(self) -> None:
-        """Seal segments by age and, with ``fsync = "interval"``, flush on schedule."""
-        loop = asyncio.get_running_loop()
+        """Ask the committer to seal segments by age (and retry failed handovers) and, with
+        ``fsync = "interval"``, to flush on schedule."""
         period = min(self.segment_max_age, self.fsync_interval) / 2
         last_sync = time.monotonic()
         while True:
             await asyncio.sleep(period)
             now = time.monotonic()
-            sync_due = self.fsync == "interval" and now - last_sync >= self.fsync_interval
-            seal_due = self._fd is not None and now - self._opened_at >= self.segment_max_age
-            if sync_due or seal_due:
+            if self.fsync == "interval" and now - last_sync >= self.fsync_interval:
                 last_sync = now
-                await loop.run_in_executor(self._io, self._locked, self._seal if seal_due else self._sync)
+                self._sync_due = True
+            if self._unsealed or (self._fd is not None and now - self._opened_at >= self.segment_max_age):
+                self._seal_due = True
+            if self._sync_due or self._seal_due:
+                self._kick()
 
     def _fsync_dir(self) -> None:
         if self.fsync == "off":
@@ -229,16 +304,21 @@ class Spool:
     def _release(self, segment: Path, how: Callable[[], object]) -> None:
         size = segment.stat().st_size
         how()
-        with self._lock:
+        with self._bytes_lock:
             self._bytes -= size
-            self.refusing = False
+        self.refusing = False
 
     @property
     def depth_bytes(self) -> int:
         return self._bytes
 
+    @property
+    def open_age(self) -> float:
+        """Seconds since the open segment was opened (0 if none): the sealer is behind when this grows."""
+        return time.monotonic() - self._opened_at if self._fd is not None else 0.0
 
-def _settle(waiters: list[asyncio.Future[None]], error: SpoolUnavailable | None) -> None:
+
+def _settle(waiters: list[asyncio.Future[None]], error: BaseException | None) -> None:
     """Answer the requests of one group commit; one whose client went away (cancelled) is skipped,
     so it cannot stop the others from being answered."""
     for waiter in waiters:

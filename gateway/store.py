@@ -15,7 +15,7 @@ from pathlib import Path
 import chdb
 
 DATABASE = "clicktrail"
-MIGRATIONS = Path(__file__).resolve().parent.parent / "clickhouse" / "migrations"
+MIGRATIONS = Path(__file__).resolve().parent / "_data" / "migrations"  # see pyproject.toml: package-data
 
 _USE = re.compile(r"\s*USE\b", re.I)
 _CODE = re.compile(r"Code: (\d+)\. (?:DB::Exception: )?(.*)", re.S)

@@ -112,7 +112,7 @@ def _wait_listening(port: int) -> None:
 
 
 def metric(gw: GatewayProcess, name: str) -> float:
-    for line in gw.http.get("/metrics").text.splitlines():
+    for line in gw.ops.get("/metrics").text.splitlines():
         if line.startswith(name + " "):
             return float(line.split()[-1])
     raise KeyError(name)

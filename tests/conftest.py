@@ -48,6 +48,11 @@ readonly = true
 """
 
 
+COUNT_ALL = "SELECT count() FROM clicktrail.events"
+DUPLICATES = ("SELECT count() FROM (SELECT site_id, event_id FROM clicktrail.events "
+              "GROUP BY site_id, event_id HAVING count() > 1)")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -61,33 +66,40 @@ def make_event(name: str = "page_view", **fields: Any) -> dict[str, Any]:
 
 
 class GatewayProcess:
-    def __init__(self, directory: Path, **server: Any) -> None:
+    def __init__(self, directory: Path, python: str = sys.executable, cwd: Path = ROOT, module: str = "gateway",
+                 **server: Any) -> None:
+        """``python``, ``cwd``: the interpreter that runs ``-m gateway`` and its folder (an installed wheel's test);
+        ``module``: what it runs (``tests.faults``: the gateway with faults switched by files in ``faults/``)."""
         self.directory = directory
+        self.python, self.cwd, self.module = python, cwd, module
         directory.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.clickhouse_port = free_port()
         settings = {"host": "127.0.0.1", "port": self.port, "clickhouse_port": self.clickhouse_port,
-                    "data_dir": "data", "segment_max_age_ms": 200, **server}
+                    "ops_port": free_port(), "data_dir": "data", "segment_max_age_ms": 200, **server}
+        #: Where /metrics and /readyz are served: the ops port, or the ingest port with ``ops_port=0``.
+        self.ops_port: int = settings["ops_port"] or self.port
         lines = ["[server]"] + [f"{k} = {orjson.dumps(v).decode()}" for k, v in settings.items()]
         self.config = directory / "clicktrail.toml"
         self.config.write_text("\n".join(lines) + "\n" + SITES)
         self.proc: subprocess.Popen[bytes] | None = None
         self.base = f"http://127.0.0.1:{self.port}"
         self.http = httpx.Client(base_url=self.base, timeout=30)
+        self.ops = httpx.Client(base_url=f"http://127.0.0.1:{self.ops_port}", timeout=30)
 
     # -- process ----------------------------------------------------------------------------------
 
     def start(self, wait_ready: bool = True) -> GatewayProcess:
         log = (self.directory / "gateway.log").open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(self.config)],
-                                     cwd=ROOT, stdout=log, stderr=log)
+        self.proc = subprocess.Popen([self.python, "-m", self.module, "serve", "--config", str(self.config)],
+                                     cwd=self.cwd, stdout=log, stderr=log)
         deadline = time.monotonic() + 60
         path = "/readyz" if wait_ready else "/healthz"
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                if self.http.get(path, timeout=1).status_code == 200:
+                if self.ops.get(path, timeout=1).status_code == 200:
                     return self
             except httpx.TransportError:
                 pass
@@ -144,6 +156,15 @@ class GatewayProcess:
                 return value
             time.sleep(0.1)
         return value
+
+
+def assert_exactly_once(gw: GatewayProcess, acked: list[str]) -> None:
+    """Every acknowledged event is in ClickHouse, and no event is there twice."""
+    gw.wait_for(COUNT_ALL, len(acked), timeout=120)
+    stored = {r["event_id"] for r in gw.rows("SELECT event_id FROM clicktrail.events")}
+    missing = set(acked) - stored
+    assert not missing, f"{len(missing)} acknowledged events lost, e.g. {sorted(missing)[:3]}"
+    assert gw.scalar(DUPLICATES) == 0
 
 
 @pytest.fixture(scope="module")

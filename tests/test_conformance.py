@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,16 @@ from tests.conftest import GatewayProcess
 VECTORS = Path(__file__).resolve().parent.parent / "schemas" / "vectors"
 VALID = orjson.loads((VECTORS / "valid.json").read_bytes())["vectors"]
 INVALID = orjson.loads((VECTORS / "invalid.json").read_bytes())["vectors"]
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    """A gateway whose time window admits the contract's whole range (2000 to 2100): the vectors test the
+    contract; how far from its arrival an event may lie is the gateway's policy (tests/test_poison.py)."""
+    gw = GatewayProcess(tmp_path_factory.mktemp("gw"), max_past_days_write_key=40_000.0,
+                        max_future_s=40_000.0 * 86_400).start()
+    yield gw
+    gw.stop()
 
 
 def test_there_are_vectors() -> None:

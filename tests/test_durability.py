@@ -12,11 +12,7 @@ from pathlib import Path
 import httpx
 import orjson
 
-from tests.conftest import GatewayProcess, make_event
-
-COUNT_ALL = "SELECT count() FROM clicktrail.events"
-DUPLICATES = ("SELECT count() FROM (SELECT site_id, event_id FROM clicktrail.events "
-              "GROUP BY site_id, event_id HAVING count() > 1)")
+from tests.conftest import COUNT_ALL, DUPLICATES, GatewayProcess, assert_exactly_once, make_event
 
 
 def test_duplicate_sends_are_stored_once(gateway: GatewayProcess) -> None:
@@ -57,14 +53,6 @@ def _load(gw: GatewayProcess, stop: threading.Event, acked: list[str], workers: 
     return threads
 
 
-def _assert_exactly_once(gw: GatewayProcess, acked: list[str]) -> None:
-    gw.wait_for(COUNT_ALL, len(acked), timeout=120)
-    stored = {r["event_id"] for r in gw.rows("SELECT event_id FROM clicktrail.events")}
-    missing = set(acked) - stored
-    assert not missing, f"{len(missing)} acknowledged events lost, e.g. {sorted(missing)[:3]}"
-    assert gw.scalar(DUPLICATES) == 0
-
-
 def _kill_under_load(gw: GatewayProcess, seconds: float) -> list[str]:
     """kill -9 the gateway while it takes load; the ids of the events it acknowledged before dying."""
     stop, acked = threading.Event(), []
@@ -86,7 +74,7 @@ def test_kill_9_under_load_loses_nothing_acknowledged(new_gateway: Callable[...,
         gw.start()
         # The kill left events in the spool that had not reached ClickHouse: the restart must load them.
         assert gw.log().count("from before this start; loading them") == round_ + 1
-        _assert_exactly_once(gw, acked)
+        assert_exactly_once(gw, acked)
 
 
 def test_kill_9_with_interval_fsync(new_gateway: Callable[..., GatewayProcess]) -> None:
@@ -94,7 +82,7 @@ def test_kill_9_with_interval_fsync(new_gateway: Callable[..., GatewayProcess]) 
     gw = new_gateway(fsync="interval").start()
     acked = _kill_under_load(gw, 2)
     gw.start()
-    _assert_exactly_once(gw, acked)
+    assert_exactly_once(gw, acked)
 
 
 def _hold_clickhouse(data_dir: Path) -> subprocess.Popen[str]:
@@ -113,20 +101,20 @@ def test_clickhouse_unavailable_then_back(new_gateway: Callable[..., GatewayProc
     holder = _hold_clickhouse(gw.directory / "data")
     try:
         gw.start(wait_ready=False)
-        ready = gw.http.get("/readyz")
+        ready = gw.ops.get("/readyz")
         assert ready.status_code == 503 and ready.json()["storage"] is False
         events = [make_event() for _ in range(200)]
         for i in range(0, 200, 50):
             assert gw.send(events[i:i + 50]).status_code == 200
         time.sleep(1.0)
-        assert 'clicktrail_clickhouse_up 0' in gw.http.get("/metrics").text
+        assert 'clicktrail_clickhouse_up 0' in gw.ops.get("/metrics").text
     finally:
         holder.communicate("\n", timeout=30)
     assert gw.wait_for(COUNT_ALL, 200) == 200
-    assert gw.http.get("/readyz").status_code == 200
+    assert gw.ops.get("/readyz").status_code == 200
     assert gw.scalar(DUPLICATES) == 0
     deadline = time.monotonic() + 10
-    while "clicktrail_spool_bytes 0.0" not in (metrics := gw.http.get("/metrics").text.splitlines()):
+    while "clicktrail_spool_bytes 0.0" not in (metrics := gw.ops.get("/metrics").text.splitlines()):
         assert time.monotonic() < deadline, "the loaded segments were not deleted"
         time.sleep(0.05)
     assert 'clicktrail_events_accepted_total{site="site_a"} 200' in metrics
@@ -150,10 +138,10 @@ def test_full_spool_answers_503_and_keeps_what_it_acknowledged(new_gateway: Call
         assert refused is not None and refused.status_code == 503
         assert int(refused.headers["retry-after"]) > 0
         assert refused.json()["error"].startswith("storage: events cannot be made durable now")
-        assert gw.http.get("/readyz").json()["spool"] is False
+        assert gw.ops.get("/readyz").json()["spool"] is False
     finally:
         holder.communicate("\n", timeout=30)
-    _assert_exactly_once(gw, acked)
+    assert_exactly_once(gw, acked)
     assert gw.send([make_event()]).status_code == 200  # room again once loaded
 
 
@@ -194,4 +182,4 @@ def test_a_segment_clickhouse_cannot_read_is_set_aside_and_the_rest_loads(
     assert gw.wait_for("SELECT count() FROM clicktrail.events WHERE event_id LIKE 'good-%'", 3) == 3
     assert gw.scalar("SELECT count() FROM clicktrail.events WHERE event_id = 'bad'") == 0
     assert (spool / "quarantine" / "000000000000.seg").exists()
-    assert "clicktrail_quarantined_segments_total 1" in gw.http.get("/metrics").text.splitlines()
+    assert "clicktrail_quarantined_segments_total 1" in gw.ops.get("/metrics").text.splitlines()

@@ -213,15 +213,16 @@ def test_ts_defaults_to_receive_time(gateway: GatewayProcess) -> None:
 
 def test_health_readiness_and_metrics(gateway: GatewayProcess) -> None:
     assert gateway.http.get("/healthz").status_code == 200
-    ready = gateway.http.get("/readyz")
-    assert ready.status_code == 200 and ready.json() == {"storage": True, "spool": True}
+    ready = gateway.ops.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {"storage": True, "spool": True, "committer": True, "sealer": True, "loader": True}
     gateway.send([make_event()], key="wk_b")
     gateway.send([make_event()], key="wk_nope")
-    text = gateway.http.get("/metrics").text
+    text = gateway.ops.get("/metrics").text
     assert _metric(text, 'clicktrail_events_accepted_total{site="site_b"}') >= 1
     assert _metric(text, 'clicktrail_events_rejected_total{reason="unauthorized"}') >= 1
     for name in ("clicktrail_spool_bytes", "clicktrail_loader_lag_seconds", "clicktrail_insert_seconds_count",
-                 "clicktrail_clickhouse_up"):
+                 "clicktrail_clickhouse_up", "clicktrail_internal_errors_total", "clicktrail_quarantined_rows_total"):
         assert f"\n{name} " in text, name
 
 

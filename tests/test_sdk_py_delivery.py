@@ -37,7 +37,7 @@ def count(anonymous_id: str) -> str:
 
 def metric(gw: GatewayProcess, sample: str) -> float:
     """One sample of the gateway's /metrics, e.g. 'clicktrail_events_rejected_total{reason="rate_limited"}'."""
-    for line in gw.http.get("/metrics").text.splitlines():
+    for line in gw.ops.get("/metrics").text.splitlines():
         if line.startswith(sample + " "):
             return float(line.rsplit(" ", 1)[1])
     return 0.0

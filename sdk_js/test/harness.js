@@ -70,6 +70,7 @@ export class Gateway {
 host = "127.0.0.1"
 port = ${this.port}
 clickhouse_port = ${this.clickhousePort}
+ops_port = 0
 data_dir = "data"
 segment_max_age_ms = 200
 
