@@ -18,19 +18,17 @@ from typing import Any
 
 import orjson
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway import clickhouse_http
 from gateway.config import Config
-from gateway.health import Part
 from gateway.loader import Loader
 from gateway.metrics import Metrics
-from gateway.receive import RETRY_AFTER_UNAVAILABLE, Receiver
+from gateway.receive import Receiver
 from gateway.sites import Sites
 from gateway.spool import Spool
 from gateway.store import Store, StoreUnavailable
@@ -153,42 +151,8 @@ class Gateway:
                 Route("/", self.demo),
                 Mount("/sdk", SdkFiles(directory=SDK_DIST, check_dir=False), name="sdk"),
             ],
-            middleware=[Middleware(Survive, part=Part("request", self.metrics.internal_errors))],
             lifespan=self.lifespan,
         )
-
-
-class Survive:
-    """An unexpected exception while serving a request becomes a 503 with Retry-After, logged and counted.
-
-    Starlette's default is a bare 500, which SDKs give up on or retry blindly; a 503 says "retry
-    later", and a retry is safe: what was stored before the fault is deduplicated by event_id.
-    """
-
-    def __init__(self, app: ASGIApp, part: Part) -> None:
-        self.app = app
-        self.part = part
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        answered = False
-
-        async def tracked(message: Message) -> None:
-            nonlocal answered
-            answered = answered or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, receive, tracked)
-        except ClientDisconnect:
-            return  # the client went away (or was timed out) mid-request: nobody to answer, nothing wrong here
-        except Exception as exc:
-            self.part.failed(exc, "answered 503" if not answered else "answer cut short")
-            if not answered:
-                await Response(b'{"error":"gateway: internal error; retry later"}', 503,
-                               {"Retry-After": RETRY_AFTER_UNAVAILABLE}, "application/json")(scope, receive, send)
 
 
 class SdkFiles(StaticFiles):

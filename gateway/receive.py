@@ -14,7 +14,7 @@ import zlib
 
 import msgspec
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from gateway import rows
@@ -73,6 +73,8 @@ class Receiver:
         }
         #: Enrichment failures: the event is stored without what failed, never refused or lost for it.
         self.enrichment = Part("enrichment", metrics.internal_errors)
+        #: Anything else that goes wrong while serving a request.
+        self.unexpected = Part("request", metrics.internal_errors)
 
     # -- endpoints --------------------------------------------------------------------------------
 
@@ -96,7 +98,7 @@ class Receiver:
             self._rate_limit(credential, len(accepted))
             await self._store(credential, accepted)
             return self._json(request, 200, {"accepted": len(accepted), "rejected": rejected})
-        except (HttpError, ContractError, SpoolUnavailable) as exc:
+        except Exception as exc:  # each kind is answered in _refuse, a fault of ours too
             return self._refuse(request, exc)
 
     async def single(self, request: Request) -> Response:
@@ -111,7 +113,7 @@ class Receiver:
             self._rate_limit(credential, 1)
             await self._store(credential, [row])
             return self._json(request, 200, {"accepted": 1, "rejected": []})
-        except (HttpError, ContractError, SpoolUnavailable) as exc:
+        except Exception as exc:  # each kind is answered in _refuse, a fault of ours too
             return self._refuse(request, exc)
 
     async def pixel(self, request: Request) -> Response:
@@ -123,7 +125,7 @@ class Receiver:
             row = rows.build_row(event, self._context(request, credential, None))
             self._rate_limit(credential, 1)
             await self._store(credential, [row])
-        except (HttpError, ContractError, SpoolUnavailable) as exc:
+        except Exception as exc:  # each kind is answered in _refuse, a fault of ours too
             return self._refuse(request, exc)
         return Response(PIXEL, media_type="image/gif",
                         headers={"Cache-Control": "no-store, max-age=0", **self._cors(request)})
@@ -266,12 +268,21 @@ class Receiver:
                         headers={**self._cors(request), **(headers or {})})
 
     def _refuse(self, request: Request, exc: Exception) -> Response:
-        if isinstance(exc, SpoolUnavailable):
+        if isinstance(exc, HttpError):
+            pass
+        elif isinstance(exc, SpoolUnavailable):
             exc = HttpError(503, "unavailable", f"storage: events cannot be made durable now ({exc}); retry",
                             {"Retry-After": RETRY_AFTER_UNAVAILABLE})
         elif isinstance(exc, ContractError):
             exc = HttpError(400, "invalid", str(exc))
-        assert isinstance(exc, HttpError)
+        elif isinstance(exc, ClientDisconnect):
+            exc = HttpError(400, "disconnected", "body: the client went away before sending all of it")
+        else:
+            # A bug or a fault of ours, not the client's: 503 says "retry", and a retry is safe (whatever
+            # was stored before the fault is deduplicated by event_id); a bare 500 says neither.
+            self.unexpected.failed(exc, "answered 503")
+            exc = HttpError(503, "internal", "gateway: internal error; retry later",
+                            {"Retry-After": RETRY_AFTER_UNAVAILABLE})
         self.metrics.rejected[exc.reason] += 1
         return self._json(request, exc.status, {"error": exc.message}, exc.headers)
 

@@ -83,6 +83,8 @@ class Spool:
         self._committer: asyncio.Task[None] | None = None
         #: time.monotonic() when the disk operation under way began (None: none is).
         self._io_since: float | None = None
+        #: The requests whose lines the committer is writing now.
+        self._writing: list[asyncio.Future[None]] = []
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool-io")
         self._ticker: asyncio.Task[None] | None = None
 
@@ -124,16 +126,16 @@ class Spool:
         if self._bytes + len(lines) > self.max_bytes:
             self.refusing = True
             raise SpoolUnavailable(f"spool holds {self._bytes} bytes, its limit is {self.max_bytes}")
+        if self.stuck:
+            raise self._hung()
         waiter = asyncio.get_running_loop().create_future()
         self._pending.append(lines)
         self._waiters.append(waiter)
         self._kick()
-        try:
-            # shield: a request that times out or whose client leaves does not cancel the group's commit.
-            await asyncio.wait_for(asyncio.shield(waiter), self.commit_timeout)
-        except TimeoutError:
-            waiter.cancel()  # so the commit, if it ever ends, has no one to answer
-            raise SpoolUnavailable(f"the disk did not confirm the write within {self.commit_timeout:g}s") from None
+        await waiter  # answered by the committer, or by the timer once the disk hangs (see _tick)
+
+    def _hung(self) -> SpoolUnavailable:
+        return SpoolUnavailable(f"the disk did not confirm the write within {self.commit_timeout:g}s")
 
     @property
     def stuck(self) -> bool:
@@ -152,6 +154,7 @@ class Spool:
         while self._pending or self._sync_due or self._seal_due:
             data, waiters = b"".join(self._pending), self._waiters
             self._pending, self._waiters = [], []
+            self._writing = waiters
             if data:
                 try:
                     self._write(data)
@@ -276,6 +279,11 @@ class Spool:
                 self._seal_due = True
             if self._sync_due or self._seal_due:
                 self._kick()
+            if self.stuck:
+                # One timer bounds every request's wait (a timeout per request costs each one a timer):
+                # on a hung disk, those waiting hear 503 now; lines not yet written are dropped with them.
+                _settle(self._writing + self._waiters, self._hung())
+                self._pending, self._waiters = [], []
 
     def _fsync_dir(self) -> None:
         if self.fsync == "off":
