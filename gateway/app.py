@@ -49,7 +49,8 @@ class Gateway:
         self.config = config
         server = config.server
         self.metrics = Metrics()
-        self.store = Store(data_dir / "clickhouse", query_timeout_s=server.query_timeout_s)
+        self.store = Store(data_dir / "clickhouse", query_timeout_s=server.query_timeout_s,
+                           referrer_channels={site.id: site.referrer_channels for site in config.sites})
         self.spool = Spool(
             data_dir / "spool",
             fsync=server.fsync,

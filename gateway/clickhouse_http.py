@@ -4,9 +4,13 @@ chDB cannot open ClickHouse's own ports, so analysts' tools (curl, clickhouse-co
 DBeaver) talk to this app instead. It follows ClickHouse's HTTP handler (src/Server/HTTPHandler.cpp)
 where those tools depend on it: the query in the ``query`` parameter and/or the body, the three ways
 to authenticate, ``FORMAT``/``default_format``, ``param_<name>`` placeholders, ``database``, and errors
-as body, ``X-ClickHouse-Exception-Code`` header and HTTP status. Other URL parameters are ClickHouse
-settings; ``Store`` cannot apply settings per query, so they are accepted and ignored (the connection's
-own limits, such as ``readonly``, always hold).
+as body, ``X-ClickHouse-Exception-Code`` header and HTTP status, and sessions (``session_id``). Other
+URL parameters are ClickHouse settings; they are accepted and ignored for now (the connection's own
+limits, such as ``readonly``, always hold).
+
+A request runs exactly one statement, as ClickHouse's own parser reads it, on a connection of its own:
+a fresh one, or its session's. Nothing one request does to its connection (USE, SET, temporary tables)
+can reach another's, and the loader's connection is never used here.
 """
 
 from __future__ import annotations
@@ -15,15 +19,20 @@ import asyncio
 import base64
 import gzip
 import hmac
+import json
 import math
 import re
 import socket
+import time
 import uuid
 import zlib
+from dataclasses import dataclass
+from typing import Any
 
 import chdb
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
@@ -31,10 +40,17 @@ from starlette.routing import Route
 from gateway.config import ServerConfig, UserConfig
 from gateway.enrich import client_ip
 from gateway.sites import AuthThrottle
-from gateway.store import DATABASE, QueryError, Store, StoreUnavailable
+from gateway.store import DATABASE, Connection, QueryError, Store, StoreUnavailable
 
 #: Bodies are held in memory whole (Store takes one SQL string), before and after gunzip.
 MAX_BODY_BYTES = 64 * 1024 * 1024
+#: ClickHouse's max_query_size: the longest statement read, an INSERT's inline data not counted.
+MAX_QUERY_SIZE = 262144
+#: ClickHouse's default_session_timeout and max_session_timeout, in seconds.
+DEFAULT_SESSION_TIMEOUT_S = 60
+MAX_SESSION_TIMEOUT_S = 3600
+#: Sessions one user may hold at a time (ClickHouse's max_sessions_for_user); each owns a connection.
+MAX_SESSIONS_PER_USER = 32
 
 # ClickHouse's exceptionCodeToHTTPStatus (src/Server/HTTP/exceptionCodeToHTTPStatus.cpp); codes it
 # does not list, READONLY (164) among them, are 500 there too.
@@ -57,7 +73,18 @@ _LITERALS = re.compile(r"'(?:[^'\\]|\\.|'')*'|\"(?:[^\"\\]|\\.)*\"|`(?:[^`\\]|\\
 # ASCII (re.A): the name goes back in the X-ClickHouse-Format header, and format names are ASCII anyway.
 _FORMAT_CLAUSE = re.compile(r"\bFORMAT\s+(\w+)(?:\s+SETTINGS\b[^;]*)?[\s;]*$", re.I | re.A)
 _FORMAT_NAME = re.compile(r"\w+", re.A)
-_SET = re.compile(r"(?:^|;)\s*SET\b", re.I)
+# Where an INSERT's inline data may begin: after VALUES, or after FORMAT and its name. Literals and comments
+# come first in the alternation so what they hold is skipped; ClickHouse's parser confirms each candidate.
+_INSERT_DATA = re.compile(_LITERALS.pattern + r"|\b(?P<keyword>VALUES|FORMAT\s+(?P<format>\w+))\b", re.S | re.I | re.A)
+# ClickHouse's rule for data after FORMAT <name>: spaces skipped, then at most one line break.
+_DATA_START = re.compile(r"[ \t\f]*\r?\n?")
+_ENDS_WITH_FORMAT = re.compile(r" FORMAT \w+$")
+# VALUES data ends at a semicolon outside its literals, and only blanks may follow (ClickHouse's Values reader).
+_VALUES_END = re.compile(_LITERALS.pattern + r"|(?P<end>;)", re.S)
+_BLANKS_TO_END = re.compile(r"\s*\Z")
+# The statements a read-only request may run, by their first keyword as ClickHouse's formatter writes it.
+# An allow-list, so what else ClickHouse can do (SYSTEM, KILL, SET ROLE, BACKUP, ...) is refused unlisted.
+_READS = frozenset({"SELECT", "WITH", "EXPLAIN", "SHOW", "DESCRIBE", "EXISTS", "CHECK", "USE"})
 # Matched on the raw text, literals included: a lexer of ours that disagreed with ClickHouse's (heredocs,
 # nested comments) must not be able to hide the clause, and a false alarm costs only a rephrased query.
 _FILE_CLAUSE = re.compile(r"OUTFILE|INFILE", re.I)
@@ -67,6 +94,8 @@ _FILE_CLAUSE = re.compile(r"OUTFILE|INFILE", re.I)
 _CODE_PREFIX = re.compile(r"^(?:Code: \d+\. (?:DB::Exception: )?)+")
 _VERSION = re.compile(r" ?\(version [^()]*(?:\([^()]*\)[^()]*)*\)")
 _REPEATED_NAME = re.compile(r"(\(([A-Z0-9_]+)\))(?:\.? \(\2\))+$")
+# Errors of the parser check name the wrapping query; ClickHouse's answer to the request does not.
+_PARSER_SCOPE = re.compile(r"\.? ?: In scope SELECT formatQuerySingleLine\(.*\)(?=\. \([A-Z0-9_]+\)$)", re.S)
 
 _BINARY_FORMATS = ("native", "rowbinary", "parquet", "arrow", "orc", "avro", "protobuf", "msgpack", "npy",
                    "bsoneachrow", "capnproto")
@@ -90,6 +119,7 @@ class _Interface:
     def __init__(self, store: Store, users: list[UserConfig], server: ServerConfig) -> None:
         self.store = store
         self.users = {user.name: user for user in users}
+        self.sessions = _Sessions()
         self.trusted_proxy_hops = server.trusted_proxy_hops
         self.auth_failures = AuthThrottle(server.auth_failure_limit, server.auth_failure_window_s)
         self.auth_limit = f"{server.auth_failure_limit} in {server.auth_failure_window_s:g} s"
@@ -119,20 +149,30 @@ class _Interface:
             body = await _read_body(request)
             gzip_response = (_truthy(params.get("enable_http_compression"))
                              and "gzip" in request.headers.get("accept-encoding", ""))
-            async with self.lock:
-                data, fmt = await run_in_threadpool(
-                    self._execute,
-                    head=params.get("query", ""),
-                    body=body,
-                    encoding=request.headers.get("content-encoding", ""),
-                    fmt=fmt,
-                    database=request.headers.get("x-clickhouse-database") or params.get("database")
-                    or DATABASE,
-                    params={k.removeprefix("param_"): v for k, v in params.items() if k.startswith("param_")},
-                    # GET is read-only in ClickHouse's HTTP semantics, whoever asks.
-                    readonly=user.readonly or request.method != "POST",
-                    gzip_response=gzip_response,
-                )
+            if expired := self.sessions.expire():
+                await run_in_threadpool(_close, expired)
+            session = self.sessions.acquire(user, params)
+            get = request.method != "POST"
+            try:
+                async with self.lock:
+                    data, fmt = await run_in_threadpool(
+                        self._execute,
+                        session=session,
+                        user=user.name,
+                        head=params.get("query", ""),
+                        body=body,
+                        encoding=request.headers.get("content-encoding", ""),
+                        fmt=fmt,
+                        database=request.headers.get("x-clickhouse-database") or params.get("database"),
+                        params={k.removeprefix("param_"): v for k, v in params.items() if k.startswith("param_")},
+                        # GET is read-only in ClickHouse's HTTP semantics, whoever asks.
+                        readonly=user.readonly or get,
+                        get=get,
+                        gzip_response=gzip_response,
+                    )
+            finally:
+                if session is not None:
+                    self.sessions.release(session)
         except QueryError as exc:
             return _error(exc, headers, user_name)
         except StoreUnavailable as exc:
@@ -165,27 +205,184 @@ class _Interface:
                                   " with such name. (AUTHENTICATION_FAILED)")
         return user
 
-    def _execute(self, *, head: str, body: bytes, encoding: str, fmt: str, database: str,
-                 params: dict[str, str], readonly: bool, gzip_response: bool) -> tuple[bytes, str]:
-        """Run one request's query in a worker thread; returns the response body and its format."""
+    def _execute(self, *, session: _Session | None, user: str, head: str, body: bytes, encoding: str, fmt: str,
+                 database: str | None, params: dict[str, str], readonly: bool, get: bool,
+                 gzip_response: bool) -> tuple[bytes, str]:
+        """Run one request's query in a worker thread, on its session's connection or on one of its own
+        that goes with the request; returns the response body and its format."""
         text = _decode_body(body, encoding)
         sql = (head + "\n" if head else "") + text  # ClickHouse's rule for a query split over URL and body
         if not sql.strip():
             raise QueryError(62, "Empty query. (SYNTAX_ERROR)")
-        if _FILE_CLAUSE.search(sql):
-            # chDB would read or write files of the gateway's host, even on the readonly connection.
-            raise QueryError(358, "INTO OUTFILE and FROM INFILE are not allowed. (INTO_OUTFILE_NOT_ALLOWED)")
-        code = _LITERALS.sub(" ", sql)
-        if not readonly and _SET.search(code):
-            # The read-write connection is the loader's too, and a SET would stay on it.
-            raise QueryError(48, "SET is not supported here: it would outlive this query on the connection"
-                                 " the gateway's loader uses. Use the query's SETTINGS clause instead."
-                                 " (NOT_IMPLEMENTED)")
-        data = self.store.query(sql, fmt, readonly=readonly, params=params, database=database)
-        clause = _FORMAT_CLAUSE.search(code)
+        conn = session.connection(self.store) if session else self.store.connect(readonly)
+        try:
+            formatted = _format(conn, sql[:MAX_QUERY_SIZE + 1])  # longer: ClickHouse's own error, unless an INSERT
+            kind = formatted.split(" ", 1)[0]
+            if readonly and kind not in _READS:
+                raise QueryError(164, f"{user}: Cannot execute query in readonly mode"
+                                      f"{_GET_IS_READONLY if get else ''}. (READONLY)")
+            insert = _split_insert(conn, sql, formatted) if kind == "INSERT" else None
+            statement = insert.sql if insert else sql
+            if len(statement) > MAX_QUERY_SIZE:  # the part read could still be a whole statement
+                raise QueryError(62, f"Max query size exceeded: the query is longer than {MAX_QUERY_SIZE} bytes."
+                                     " (SYNTAX_ERROR)")
+            if _FILE_CLAUSE.search(statement):
+                # chDB would read or write files of the gateway's host, even on a readonly connection.
+                raise QueryError(358, "INTO OUTFILE and FROM INFILE are not allowed. (INTO_OUTFILE_NOT_ALLOWED)")
+            conn.query("USE {db:Identifier}", params={"db": database or (session.database if session else DATABASE)})
+            if insert:
+                conn.insert(insert.sql, insert.fmt, insert.data)
+                data = b""
+            else:
+                data = conn.query(sql, fmt, params=params)
+            if session and kind == "USE":
+                session.database = conn.query("SELECT currentDatabase()", "TabSeparatedRaw").decode().rstrip("\n")
+        finally:
+            if session is None:
+                conn.close()
         if gzip_response:
             data = gzip.compress(data, compresslevel=3)  # ClickHouse's http_zlib_compression_level
+        clause = _FORMAT_CLAUSE.search(_LITERALS.sub(" ", statement))
         return data, clause.group(1) if clause else fmt
+
+
+_GET_IS_READONLY = (". For queries over HTTP, method GET implies readonly. You should use method POST for modifying"
+                    " queries")
+
+
+@dataclass(frozen=True)
+class _Insert:
+    """An INSERT with inline data, split where ClickHouse's parser ends the statement."""
+
+    sql: str  # up to VALUES or FORMAT <name>
+    fmt: str
+    data: str
+
+
+def _format(conn: Connection, text: str) -> str:
+    """ClickHouse's own single-line rendering of ``text``, which it parses as exactly one statement (a
+    trailing ``;`` and comments allowed), as its HTTP interface does: a second one is its syntax error (62)
+    whatever comments, literals or spacing disguise it."""
+    try:
+        return _call_formatter(conn, "formatQuerySingleLine", text)
+    except QueryError as exc:
+        raise QueryError(exc.code, _PARSER_SCOPE.sub("", exc.message)) from None
+
+
+def _format_or_none(conn: Connection, text: str) -> str | None:
+    """_format, or None where ClickHouse cannot parse ``text`` as one statement."""
+    return _call_formatter(conn, "formatQuerySingleLineOrNull", text)
+
+
+def _call_formatter(conn: Connection, function: str, text: str) -> Any:
+    escaped = text.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t")  # parameters are TSV-escaped
+    return json.loads(conn.query(f"SELECT {function}({{q:String}})", "JSONCompactEachRow", params={"q": escaped}))[0]
+
+
+def _split_insert(conn: Connection, sql: str, formatted: str) -> _Insert | None:
+    """Where ClickHouse's parser ends an INSERT (``formatted``) and its inline data begins; None for an
+    INSERT ... SELECT, which has none.
+
+    The data must reach the engine as data: handed the whole text, chDB would cut VALUES data at a
+    semicolon and run what follows as a statement of its own. Each VALUES or FORMAT <name> outside
+    literals and comments is a candidate, and the parser decides: the text up to the right one formats as
+    the whole does, and the text before it is no statement yet (for INSERT ... SELECT ... FORMAT it is).
+    """
+    head = sql[:MAX_QUERY_SIZE + 1]
+    for match in _INSERT_DATA.finditer(head):
+        if not match["keyword"] or _format_or_none(conn, head[:match.end()]) != formatted:
+            continue
+        if _format_or_none(conn, head[:match.start()]) is not None:
+            return None
+        if match["format"] is None:
+            data = sql[match.end():]
+            end = next((end for end in _VALUES_END.finditer(data) if end["end"]), None)
+            if end and not _BLANKS_TO_END.match(data, end.end()):
+                # The engine would ignore it (it never runs it: the data goes as data); ClickHouse refuses it.
+                raise QueryError(33, "Cannot read data after semicolon (and"
+                                     " input_format_values_allow_data_after_semicolon=0). (CANNOT_READ_ALL_DATA)")
+            return _Insert(sql[:match.start()], "Values", data)
+        start = _DATA_START.match(sql, match.end())
+        assert start is not None  # it matches the empty string
+        return _Insert(sql[:match.start()], match["format"], sql[start.end():])
+    if _ENDS_WITH_FORMAT.search(formatted):  # inline data, but where it begins is unclear: refused, not guessed
+        raise QueryError(62, "Cannot tell where the INSERT's data begins: write VALUES or FORMAT <name> with no"
+                             " comment inside. (SYNTAX_ERROR)")
+    return None
+
+
+@dataclass(eq=False)
+class _Session:
+    """A named session (``session_id``) owns a connection, so its current database, settings and temporary
+    tables last from one of its requests to the next, and no other request sees them."""
+
+    readonly: bool
+    timeout_s: int
+    database: str = DATABASE  # the one USE chose; a request's database parameter applies to that request only
+    conn: Connection | None = None  # opened by its first query, in a worker thread: opening waits for the engine
+    busy: bool = False
+    expires: float = math.inf
+
+    def connection(self, store: Store) -> Connection:
+        if self.conn is None:
+            self.conn = store.connect(self.readonly)
+        return self.conn
+
+
+class _Sessions:
+    """The open sessions, by user and ``session_id`` as in ClickHouse: a user cannot enter another's.
+
+    Used on the event loop only, between awaits, so ``busy`` needs no lock."""
+
+    def __init__(self) -> None:
+        self.open: dict[tuple[str, str], _Session] = {}
+
+    def acquire(self, user: UserConfig, params: QueryParams) -> _Session | None:
+        """The request's session (None without ``session_id``), marked busy until release()."""
+        session_id = params.get("session_id")
+        if not session_id:
+            return None
+        timeout = _session_timeout(params.get("session_timeout"))
+        session = self.open.get((user.name, session_id))
+        if session is None:
+            if _truthy(params.get("session_check")):
+                raise QueryError(372, f"Session {session_id} not found. (SESSION_NOT_FOUND)")
+            if sum(name == user.name for name, _ in self.open) >= MAX_SESSIONS_PER_USER:
+                raise QueryError(700, f"User {user.name} has {MAX_SESSIONS_PER_USER} sessions open, the most"
+                                      " allowed; wait for one to expire (session_timeout) or query without"
+                                      " session_id. (USER_SESSION_LIMIT_EXCEEDED)")
+            session = self.open[(user.name, session_id)] = _Session(user.readonly, timeout)
+        elif session.busy:
+            raise QueryError(373, f"Session {session_id} is locked by a concurrent client. (SESSION_IS_LOCKED)")
+        session.busy, session.timeout_s = True, timeout
+        return session
+
+    def release(self, session: _Session) -> None:
+        session.busy = False
+        session.expires = time.monotonic() + session.timeout_s
+
+    def expire(self) -> list[Connection]:
+        """Forget the sessions unused for their timeout; returns their connections for the caller to close
+        in a worker thread (closing waits for the engine)."""
+        now = time.monotonic()
+        gone = [key for key, session in self.open.items() if not session.busy and session.expires <= now]
+        return [conn for key in gone if (conn := self.open.pop(key).conn) is not None]
+
+
+def _session_timeout(value: str | None) -> int:
+    if value is None:
+        return DEFAULT_SESSION_TIMEOUT_S
+    if not (value.isascii() and value.isdigit()):
+        raise QueryError(374, f"Invalid session timeout: '{value}'. (INVALID_SESSION_TIMEOUT)")
+    if len(value.lstrip("0")) > 9 or int(value) > MAX_SESSION_TIMEOUT_S:  # int() refuses thousands of digits
+        raise QueryError(374, f"Session timeout '{value}' is larger than max_session_timeout:"
+                              f" {MAX_SESSION_TIMEOUT_S}. (INVALID_SESSION_TIMEOUT)")
+    return int(value)
+
+
+def _close(connections: list[Connection]) -> None:
+    for conn in connections:
+        conn.close()
 
 
 def _credentials(request: Request) -> tuple[str, str]:

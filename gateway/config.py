@@ -101,6 +101,9 @@ class SiteConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     allowed_origins: list[str] = []
     #: Events per second this site may send (0: unlimited).
     rate_limit: float = 0.0
+    #: The site's own referrer rules, ahead of the built-in classes: {"partner.example.org" = "partner"} credits
+    #: arrivals from that domain (and its subdomains) to that channel.
+    referrer_channels: dict[str, str] = {}
 
 
 class UserConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

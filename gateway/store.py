@@ -2,8 +2,10 @@
 
 chDB runs one query at a time per process and allows one process per data directory, so the
 gateway owns the engine and everything else (loader, analysts' HTTP port) goes through this class.
-Two connections share the engine: a read-write one for the loader and admin users, and one locked
-to ``readonly=1`` for analysts, so ClickHouse itself enforces what they may do.
+Connections share the engine, each with its own current database, settings and temporary tables
+(chDB keeps those per connection): the loader and migrations have a read-write one, and the analysts'
+HTTP interface opens its own, locked to ``readonly=1`` for analysts so ClickHouse itself enforces what
+they may do, and never touches the loader's.
 """
 
 from __future__ import annotations
@@ -13,11 +15,16 @@ import threading
 from pathlib import Path
 
 import chdb
+import orjson
 
 DATABASE = "clicktrail"
 MIGRATIONS = Path(__file__).resolve().parent / "_data" / "migrations"  # see pyproject.toml: package-data
+VIEWS = Path(__file__).resolve().parent / "_data" / "views"
 
-_USE = re.compile(r"\s*USE\b", re.I)
+UNKNOWN_TABLE = 60
+_MATERIALIZED_VIEW = re.compile(
+    r"CREATE MATERIALIZED VIEW (?:IF NOT EXISTS )?\S+ TO (?P<target>\S+)\s+AS\s+(?P<select>SELECT\b.*)", re.S | re.I)
+
 _CODE = re.compile(r"Code: (\d+)\. (?:DB::Exception: )?(.*)", re.S)
 
 
@@ -42,15 +49,61 @@ def _query_error(exc: Exception) -> QueryError:
     return QueryError(1002, text)
 
 
+class Connection:
+    """A connection of the engine's own: its current database, settings and temporary tables are seen by
+    no other. Queries on any connection wait for the Store's lock (chDB runs one at a time anyway), which
+    also keeps Store.close from closing a connection under a running query."""
+
+    def __init__(self, store: Store, conn: chdb.state.sqlitelike.Connection) -> None:
+        self._store = store
+        self._conn: chdb.state.sqlitelike.Connection | None = conn
+
+    def query(self, sql: str, fmt: str = "TabSeparated", params: dict[str, str] | None = None) -> bytes:
+        """Run ``sql``; the result comes back serialized in ``fmt`` (a FORMAT clause wins)."""
+        with self._store._lock:
+            if self._conn is None:
+                raise StoreUnavailable("ClickHouse is not open")
+            try:
+                result = self._conn.query(sql, fmt, params=params or None)
+            except Exception as exc:
+                raise _query_error(exc) from exc
+        return result.bytes() if result is not None else b""
+
+    def insert(self, sql: str, fmt: str, data: str) -> None:
+        """Run ``sql``, an INSERT without FORMAT or data, with ``data`` in ``fmt``: the engine reads the data
+        as data, whatever it contains, where a query's text would be split into statements at semicolons."""
+        with self._store._lock:
+            if self._conn is None:
+                raise StoreUnavailable("ClickHouse is not open")
+            try:
+                with self._conn.send_insert(sql, fmt) as inserter:
+                    inserter.append(data)
+                    inserter.finish()
+            except Exception as exc:
+                raise _query_error(exc) from exc
+
+    def close(self) -> None:
+        with self._store._lock:
+            self._close()
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+            self._store._connections.discard(self)
+
+
 class Store:
-    def __init__(self, path: Path, query_timeout_s: float = 60.0) -> None:
+    def __init__(self, path: Path, query_timeout_s: float = 60.0,
+                 referrer_channels: dict[str, dict[str, str]] | None = None) -> None:
+        """``referrer_channels``: each site's own referrer rules (domain -> channel), from the config."""
         self.path = path
         self.query_timeout_s = query_timeout_s
-        self._rw = None
-        self._ro = None
+        self.referrer_channels = referrer_channels or {}
+        self._rw: Connection | None = None  # the loader's and migrations'
+        self._connections: set[Connection] = set()  # every one open, the loader's among them
         self._lock = threading.Lock()
         self._structure: str | None = None
-        self._database: dict[int, str] = {}  # the current database of each connection
 
     @property
     def is_open(self) -> bool:
@@ -62,51 +115,66 @@ class Store:
             if self._rw is not None:
                 return
             self.path.mkdir(parents=True, exist_ok=True)
-            try:
-                rw = chdb.connect(str(self.path))
-                ro = chdb.connect(str(self.path))
-                # Times are UTC whatever the host's zone, as the HTTP interface's X-ClickHouse-Timezone says.
-                for conn in (rw, ro):
-                    conn.query("SET session_timezone = 'UTC'")
-                ro.query(f"SET max_execution_time = {self.query_timeout_s}")
-                ro.query("SET readonly = 1")
-            except Exception as exc:
-                raise StoreUnavailable(str(exc).strip()) from exc
-            self._rw, self._ro = rw, ro
+            self._rw = self._connect(readonly=False)
         self.migrate()
+        self._write_referrer_channels()
 
     def close(self) -> None:
+        """Close every connection, those handed out by connect() too; the engine stops with the last."""
         with self._lock:
-            for conn in (self._ro, self._rw):
-                if conn is not None:
-                    conn.close()
-            self._rw = self._ro = None
-            self._database.clear()
+            for conn in list(self._connections):
+                conn._close()
+            self._rw = None
+
+    def connect(self, readonly: bool) -> Connection:
+        """A new connection of its own (see Connection); with ``readonly`` it is locked to ``readonly=1``
+        and stops queries after the query timeout. The caller closes it, or close() does."""
+        with self._lock:
+            if self._rw is None:
+                raise StoreUnavailable("ClickHouse is not open")
+            return self._connect(readonly)
+
+    def _connect(self, readonly: bool) -> Connection:
+        # Times are UTC whatever the host's zone, as the HTTP interface's X-ClickHouse-Timezone says.
+        settings = "session_timezone = 'UTC'"
+        if readonly:  # readonly last: it forbids changing settings, itself included
+            settings += f", max_execution_time = {self.query_timeout_s}, readonly = 1"
+        try:
+            conn = chdb.connect(str(self.path))
+        except Exception as exc:
+            raise StoreUnavailable(str(exc).strip()) from exc
+        try:
+            conn.query(f"SET {settings}")
+        except Exception as exc:
+            conn.close()
+            raise StoreUnavailable(str(exc).strip()) from exc
+        connection = Connection(self, conn)
+        self._connections.add(connection)
+        return connection
 
     def query(self, sql: str, fmt: str = "TabSeparated", *, readonly: bool = True,
-              params: dict[str, str] | None = None, database: str | None = None) -> bytes:
-        """Run one statement; the result comes back serialized in ``fmt`` (a FORMAT clause wins).
-
-        ``database`` is the one unqualified names resolve in; the connection keeps it until the
-        next query that names another, so the usual case costs no extra USE.
-        """
-        with self._lock:
-            conn = self._ro if readonly else self._rw
-            if conn is None:
+              params: dict[str, str] | None = None) -> bytes:
+        """Run one statement on the loader's read-write connection or, ``readonly``, on a read-only
+        connection of its own; the result comes back serialized in ``fmt`` (a FORMAT clause wins)."""
+        if not readonly:
+            if self._rw is None:
                 raise StoreUnavailable("ClickHouse is not open")
-            try:
-                if database is not None and self._database.get(id(conn)) != database:
-                    conn.query("USE {db:Identifier}", params={"db": database})
-                    self._database[id(conn)] = database
-                if _USE.match(sql):  # the query moves the connection itself
-                    self._database.pop(id(conn), None)
-                result = conn.query(sql, fmt, params=params or None)
-            except Exception as exc:
-                raise _query_error(exc) from exc
-        return result.bytes() if result is not None else b""
+            return self._rw.query(sql, fmt, params)
+        conn = self.connect(readonly=True)
+        try:
+            return conn.query(sql, fmt, params)
+        finally:
+            conn.close()
 
     def migrate(self) -> list[str]:
-        """Apply each ``clickhouse/migrations/NNNN_name.sql`` not applied yet, in order; return their names."""
+        """Apply each ``clickhouse/migrations/NNNN_name.sql`` not applied yet, in order, then (re)create the
+        analysts' views of ``clickhouse/views/``; return the names of the migrations applied.
+
+        A materialized view created by a migration is backfilled from the events already stored (its
+        SELECT inserted into its target), so an existing install gets complete rollups; the rollups keep
+        only idempotent states, so what the view adds meanwhile, or a re-run after a crash, doubles nothing.
+        Views hold no state, so each start replaces them: their current definition is the file's.
+        """
         self.query(f"CREATE DATABASE IF NOT EXISTS {DATABASE}", readonly=False)
         self.query(
             f"CREATE TABLE IF NOT EXISTS {DATABASE}.schema_migrations"
@@ -123,12 +191,45 @@ class Store:
                 continue
             for statement in split_statements(path.read_text()):
                 self.query(statement, readonly=False)
+                if backfill := _MATERIALIZED_VIEW.match(statement):
+                    self.query(f"INSERT INTO {backfill['target']} {backfill['select']}", readonly=False)
             self.query(
                 f"INSERT INTO {DATABASE}.schema_migrations (version, name) VALUES ({version}, '{path.stem}')",
                 readonly=False,
             )
             applied.append(path.stem)
+        self._create_views([st for path in sorted(VIEWS.glob("*.sql")) for st in split_statements(path.read_text())])
         return applied
+
+    def _create_views(self, statements: list[str]) -> None:
+        """Run CREATE VIEW statements whatever their order across files: one that reads a view not
+        created yet (UNKNOWN_TABLE) waits for the next pass, until a pass creates nothing."""
+        while statements:
+            waiting: list[str] = []
+            error: QueryError | None = None
+            for statement in statements:
+                try:
+                    self.query(statement, readonly=False)
+                except QueryError as exc:
+                    if exc.code != UNKNOWN_TABLE:
+                        raise
+                    waiting.append(statement)
+                    error = exc
+            if len(waiting) == len(statements):
+                assert error is not None
+                raise error
+            statements = waiting
+
+    def _write_referrer_channels(self) -> None:
+        """Replace the sites' referrer rules with the config's (the built-in classes, site '', stay): the
+        views compute a touch's channel when read, so a changed rule applies to every touch ever stored."""
+        table = f"{DATABASE}.referrer_channels"
+        self.query(f"ALTER TABLE {table} DELETE WHERE site_id != '' SETTINGS mutations_sync = 2", readonly=False)
+        rules = [{"site_id": site, "domain": domain.lower(), "channel": channel}
+                 for site, domains in self.referrer_channels.items() for domain, channel in domains.items()]
+        if rules:
+            self.query(f"INSERT INTO {table} FORMAT JSONEachRow " + orjson.dumps(rules).decode(), readonly=False)
+        self.query(f"SYSTEM RELOAD DICTIONARY {table}_dict", readonly=False)
 
     def insert_segments(self, segments: list[Path]) -> None:
         """Insert spool segments into ``events`` once: rows whose (site_id, event_id) is stored already,

@@ -25,11 +25,19 @@ id = "site_a"
 write_key = "wk_a"
 secret_key = "sk_a"
 allowed_origins = ["https://a.example"]
+# Own referrer rules ahead of the built-in classes (qq.com is wechat): tests/analytics/harness.py RULES.
+referrer_channels = { "partner.example.org" = "partner", "mp.weixin.qq.com" = "wechat_official_account" }
 
 [[sites]]
 id = "site_b"
 write_key = "wk_b"
+secret_key = "sk_b"
 allowed_origins = ["*"]
+
+[[sites]]
+id = "site_c"
+write_key = "wk_c"
+secret_key = "sk_c"
 
 [[sites]]
 id = "limited"

@@ -247,10 +247,11 @@ def test_get_is_readonly_even_for_admin(http: httpx.Client) -> None:
     assert_error(response, 500, 164, "(READONLY)")
 
 
-def test_admin_set_is_refused_so_the_loaders_connection_keeps_its_settings(http: httpx.Client) -> None:
-    assert_error(post(http, "/* hi */ SET readonly = 1", ADMIN), 501, 48, "SET is not supported here")
-    assert_error(post(http, "SELECT 1; SET max_threads = 1", ADMIN), 501, 48, "SET is not supported here")
+def test_admin_set_without_a_session_is_checked_and_forgotten(http: httpx.Client) -> None:
+    # As in ClickHouse: without session_id the setting dies with the request.
+    assert post(http, "/* hi */ SET readonly = 1", ADMIN).status_code == 200
     assert post(http, "SELECT getSetting('readonly')", ADMIN).text == "0\n"
+    assert_error(post(http, "SET no_such_setting = 1", ADMIN), 404, 115, "(UNKNOWN_SETTING)")
 
 
 # -- what admins can do --------------------------------------------------------------------------------

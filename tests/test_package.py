@@ -29,6 +29,7 @@ DIST_INFO = "clicktrail-0.1.0.dist-info"
 SHIPPED = {
     "gateway/_data/schemas": (ROOT / "schemas", ["*.schema.json", "events/*.schema.json"]),
     "gateway/_data/migrations": (ROOT / "clickhouse" / "migrations", ["*.sql"]),
+    "gateway/_data/views": (ROOT / "clickhouse" / "views", ["*.sql"]),
     "gateway/_data/sdk": (ROOT / "sdk_js" / "dist", ["*"]),
 }
 
