@@ -217,3 +217,11 @@ def test_cookbook_sharers_by_registrations(loaded: Loaded) -> None:
         assert all(rounded_equal(r["registrations"], want[r["sharer"]]) for r in got)
         answered = answered or len(got) > 0
     assert answered, "no sharer brought a registration: the cookbook's question went untested"
+
+
+def test_every_events_channel_by_the_last_touch_rule(loaded: Loaded) -> None:
+    got = {(r["site_id"], r["event_id"]): r["channel"]
+           for r in loaded.rows("SELECT site_id, event_id, channel FROM clicktrail.event_channels")}
+    want = reference.last_touch_channels(loaded.data.events, RULES)
+    assert got == want
+    assert {"(direct)", "search", "partner"} <= set(want.values())

@@ -19,3 +19,18 @@ FROM (
     FROM clicktrail.touches FINAL
 ) AS t
 LEFT JOIN clicktrail.identities AS i ON i.site_id = t.site_id AND i.anonymous_id = t.anonymous_id;
+
+-- event_channels: every event with its person and its channel by the last-touch rule: the channel of
+-- its person's latest touch at or before it within 90 days, '(direct)' without one. Filter by site_id
+-- and ts: it reads the events it answers for.
+CREATE OR REPLACE VIEW clicktrail.event_channels AS
+SELECT e.site_id AS site_id, e.event_id AS event_id, e.event AS event, e.ts AS ts, e.person_id AS person_id,
+       if(t.event_id != '' AND t.ts >= e.ts - INTERVAL 90 DAY, t.channel, '(direct)') AS channel,
+       if(t.event_id != '' AND t.ts >= e.ts - INTERVAL 90 DAY, t.sharer, '') AS sharer
+FROM (
+    SELECT ev.site_id AS site_id, ev.event_id AS event_id, ev.event AS event, ev.ts AS ts,
+           if(ev.user_id != '', ev.user_id, if(i.person_id != '', i.person_id, ev.anonymous_id)) AS person_id
+    FROM clicktrail.events AS ev
+    LEFT JOIN clicktrail.identities AS i ON i.site_id = ev.site_id AND i.anonymous_id = ev.anonymous_id
+) AS e
+ASOF LEFT JOIN clicktrail.touch_channels AS t ON t.site_id = e.site_id AND t.person_id = e.person_id AND t.ts <= e.ts;
