@@ -138,13 +138,14 @@ def test_an_install_with_events_from_before_the_rollups_gets_them_backfilled(
     compare_core_views(gw, data.events)
 
 
-def cookbook(containing: str, site_id: str, stream_id: str = "", today: date | None = None) -> str:
+def cookbook(containing: str, loaded: Loaded, site_id: str, stream_id: str = "") -> str:
     """The cookbook query (clickhouse/README.md) that contains ``containing``, for a site and stream of the data,
-    and ``today`` the day the test's expectations were computed for (a run may cross midnight)."""
+    with now() and today() the moment the data was generated for (the expectations' too)."""
     text = (Path(__file__).resolve().parent.parent / "clickhouse" / "README.md").read_text()
     (sql,) = [block for block in re.findall(r"```sql\n(.*?)```", text, re.S) if containing in block]
     sql = sql.replace("'demo'", f"'{site_id}'").replace("'webinar-2026-12'", f"'{stream_id}'")
-    return sql.replace("today()", f"toDate('{today}')") if today else sql
+    now = loaded.now.strftime("%Y-%m-%d %H:%M:%S")
+    return sql.replace("today()", f"toDate('{loaded.now.date()}')").replace("now()", f"toDateTime('{now}', 'UTC')")
 
 
 def rounded_equal(got: float, want: float) -> bool:
@@ -157,18 +158,18 @@ def test_cookbook_webinar_overview_retention_and_concurrency(loaded: Loaded) -> 
     stats = reference.live_stream_stats(loaded.data.events)
     week_ago = int((loaded.now - timedelta(days=7)).timestamp() * 1000)
     for site_id in loaded.sites:
-        got = loaded.rows(cookbook("round(avg_watch_ms / 60000, 1)", site_id))
+        got = loaded.rows(cookbook("round(avg_watch_ms / 60000, 1)", loaded, site_id))
         want = [r for r in stats if r["site_id"] == site_id and r["first_ts"] >= week_ago]
         assert [(r["stream_id"], r["registrants"], r["attendees"], r["peak_concurrency"]) for r in got] == [
             (r["stream_id"], r["registrants"], r["attendees"], r["peak_concurrency"])
             for r in sorted(want, key=lambda r: -r["first_ts"])]
     site_id, stream_id = stats[0]["site_id"], stats[0]["stream_id"]
-    got = loaded.rows(cookbook("FROM clicktrail.live_retention", site_id, stream_id))
+    got = loaded.rows(cookbook("FROM clicktrail.live_retention", loaded, site_id, stream_id))
     want = [r for r in reference.live_retention(loaded.data.events)
             if (r["site_id"], r["stream_id"], r["mode"]) == (site_id, stream_id, "live")]
     assert [r["minute"] for r in got] == [r["minute"] for r in want] and len(got) > 1
     assert all(math.isclose(g["share"], w["share"], abs_tol=1e-9) for g, w in zip(got, want, strict=True))
-    got = loaded.rows(cookbook("FROM clicktrail.live_concurrency", site_id, stream_id))
+    got = loaded.rows(cookbook("FROM clicktrail.live_concurrency", loaded, site_id, stream_id))
     want = [r for r in reference.live_concurrency(loaded.data.events) if (r["site_id"], r["stream_id"]) ==
             (site_id, stream_id)]
     assert [r["viewers"] for r in got] == [r["viewers"] for r in want] and got
@@ -179,8 +180,7 @@ def test_cookbook_registrations_by_channel_last_month(loaded: Loaded) -> None:
     last_month_end = today.replace(day=1) - timedelta(days=1)
     answered = False
     for site_id in loaded.sites:
-        got = loaded.rows(cookbook("SELECT model, channel, round(conversions, 2) AS registrations", site_id,
-                                   today=today))
+        got = loaded.rows(cookbook("SELECT model, channel, round(conversions, 2) AS registrations", loaded, site_id))
         want = {(model, channel): credit
                 for model in ("first_touch", "last_touch")
                 for channel, credit in reference.attribution(loaded.data.events, site_id, "registration", model,
@@ -196,7 +196,7 @@ def test_cookbook_no_shows_and_their_replays(loaded: Loaded) -> None:
     audience = reference.stream_audience(loaded.data.events, RULES)
     for row in reference.live_stream_stats(loaded.data.events):
         site_id, stream_id = row["site_id"], row["stream_id"]
-        got = loaded.rows(cookbook("live_watch_ms = 0", site_id, stream_id))
+        got = loaded.rows(cookbook("live_watch_ms = 0", loaded, site_id, stream_id))
         want = [r for r in audience if (r["site_id"], r["stream_id"]) == (site_id, stream_id)
                 and r["registered_at"] is not None and r["live_watch_ms"] == 0]
         assert sorted((r["person_id"], bool(r["watched_replay"])) for r in got) == sorted(
@@ -209,7 +209,7 @@ def test_cookbook_sharers_by_registrations(loaded: Loaded) -> None:
     today = loaded.now.date()
     answered = False
     for site_id in loaded.sites:
-        got = loaded.rows(cookbook("FROM clicktrail.attribution_by_sharer", site_id, today=today))
+        got = loaded.rows(cookbook("FROM clicktrail.attribution_by_sharer", loaded, site_id))
         want = reference.attribution_by_sharer(loaded.data.events, site_id, "registration", "first_touch",
                                                today - timedelta(days=30), today)
         want.pop("(none)", None)
