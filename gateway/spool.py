@@ -301,29 +301,18 @@ class Spool:
         return sorted(self.directory.glob("*" + SEALED))
 
     def remove(self, segments: list[Path]) -> None:
-        """Delete segments whose rows ClickHouse has committed."""
+        """Delete segments whose rows ClickHouse has committed (or the loader set aside elsewhere)."""
         for segment in segments:
-            self._release(segment, segment.unlink)
-
-    def remove_to(self, segment: Path, directory: Path) -> None:
-        """Move a segment out of the loader's way, keeping its events on disk."""
-        self._release(segment, lambda: segment.rename(directory / segment.name))
-
-    def _release(self, segment: Path, how: Callable[[], object]) -> None:
-        size = segment.stat().st_size
-        how()
-        with self._bytes_lock:
-            self._bytes -= size
-        self.refusing = False
+            size = segment.stat().st_size
+            segment.unlink()
+            with self._bytes_lock:
+                self._bytes -= size
+            self.refusing = False
 
     @property
     def depth_bytes(self) -> int:
         return self._bytes
 
-    @property
-    def open_age(self) -> float:
-        """Seconds since the open segment was opened (0 if none): the sealer is behind when this grows."""
-        return time.monotonic() - self._opened_at if self._fd is not None else 0.0
 
 
 def _settle(waiters: list[asyncio.Future[None]], error: BaseException | None) -> None:
