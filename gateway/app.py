@@ -93,7 +93,7 @@ class Gateway:
     async def readyz(self, _request: Request) -> Response:
         """200 when events are accepted and reach ClickHouse; 503 with the failing checks and why."""
         spool, loader = self.spool, self.loader
-        lag = self._lag()
+        lag = _lag(self._sealed())
         problems = {
             "storage": None if self.store.is_open else "ClickHouse is not open",
             "spool": "the spool refuses events (full, or the disk refused)"
@@ -111,24 +111,22 @@ class Gateway:
             body["problems"] = failing
         return Response(orjson.dumps(body), status_code=503 if failing else 200, media_type="application/json")
 
-    def _lag(self) -> float | None:
-        """Seconds the oldest sealed segment has waited (from its last write), None if none waits;
-        the spool failing to list counts as unknown, which the loader's own health reports."""
+    def _sealed(self) -> list[Path]:
+        """The sealed segments waiting for the loader; none if the spool cannot be listed now (the
+        loader's own health reports that)."""
         try:
-            segments = self.spool.sealed()
+            return self.spool.sealed()
         except OSError:
-            return None
-        for segment in segments:
-            with contextlib.suppress(FileNotFoundError):
-                return max(0.0, time.time() - segment.stat().st_mtime)
-        return None
+            return []
 
     async def metrics_text(self, _request: Request) -> Response:
+        segments = self._sealed()
         gauges = {
             "spool_bytes": ("Bytes in the spool not yet in ClickHouse.", float(self.spool.depth_bytes)),
+            "spool_segments": ("Sealed spool segments waiting for the loader.", float(len(segments))),
             "clickhouse_up": ("1 if embedded ClickHouse is open.", float(self.store.is_open)),
         }
-        return PlainTextResponse(self.metrics.render(gauges, self._lag()), media_type="text/plain; version=0.0.4")
+        return PlainTextResponse(self.metrics.render(gauges, _lag(segments)), media_type="text/plain; version=0.0.4")
 
     async def demo(self, request: Request) -> Response:
         site = self.config.sites[0]
@@ -154,6 +152,14 @@ class Gateway:
             ],
             lifespan=self.lifespan,
         )
+
+
+def _lag(segments: list[Path]) -> float | None:
+    """Seconds the oldest of ``segments`` has waited (from its last write), None if none waits."""
+    for segment in segments:
+        with contextlib.suppress(FileNotFoundError):
+            return max(0.0, time.time() - segment.stat().st_mtime)
+    return None
 
 
 class SdkFiles(StaticFiles):

@@ -203,7 +203,11 @@ class Receiver:
                             {"Retry-After": str(max(1, round(wait + 0.5)))})
 
     def _peer(self, request: Request) -> str:
-        return client_ip(request.scope, self.server.trusted_proxy_hops)
+        """The client's address, worked out once per request (the IP limit, the auth throttle and the row use it)."""
+        peer = request.scope.get("clicktrail.peer")
+        if peer is None:
+            peer = request.scope["clicktrail.peer"] = client_ip(request.scope, self.server.trusted_proxy_hops)
+        return peer
 
     def _context(self, request: Request, credential: Credential, sent_at: int | None) -> rows.Context:
         received_ms = time.time_ns() // 1_000_000

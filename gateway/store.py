@@ -228,7 +228,9 @@ class Store:
         rules = [{"site_id": site, "domain": domain.lower(), "channel": channel}
                  for site, domains in self.referrer_channels.items() for domain, channel in domains.items()]
         if rules:
-            self.query(f"INSERT INTO {table} FORMAT JSONEachRow " + orjson.dumps(rules).decode(), readonly=False)
+            assert self._rw is not None
+            # As data, never as query text: a channel name may hold a ';'.
+            self._rw.insert(f"INSERT INTO {table}", "JSONEachRow", orjson.dumps(rules).decode())
         self.query(f"SYSTEM RELOAD DICTIONARY {table}_dict", readonly=False)
 
     def insert_segments(self, segments: list[Path]) -> None:

@@ -222,7 +222,8 @@ def test_health_readiness_and_metrics(gateway: GatewayProcess) -> None:
     assert _metric(text, 'clicktrail_events_accepted_total{site="site_b"}') >= 1
     assert _metric(text, 'clicktrail_events_rejected_total{reason="unauthorized"}') >= 1
     for name in ("clicktrail_spool_bytes", "clicktrail_loader_lag_seconds", "clicktrail_insert_seconds_count",
-                 "clicktrail_clickhouse_up", "clicktrail_internal_errors_total", "clicktrail_quarantined_rows_total"):
+                 "clicktrail_clickhouse_up", "clicktrail_internal_errors_total", "clicktrail_quarantined_rows_total",
+                 "clicktrail_spool_segments"):
         assert f"\n{name} " in text, name
 
 
