@@ -12,13 +12,11 @@ CREATE OR REPLACE VIEW clicktrail.attribution_credits AS
 WITH
     splitByChar(':', {conversion:String}) AS wanted,
     conversions AS (
-        SELECT e.event_id AS conversion_id, e.ts AS ts, e.site_id AS site_id,
-               if(e.user_id != '', e.user_id, if(i.person_id != '', i.person_id, e.anonymous_id)) AS person_id
-        FROM clicktrail.events AS e
-        LEFT JOIN clicktrail.identities AS i ON i.site_id = e.site_id AND i.anonymous_id = e.anonymous_id
-        WHERE e.site_id = {site:String} AND e.event = wanted[1]
-          AND (length(wanted) = 1 OR JSONExtractString(e.props, 'stage') = wanted[2])
-          AND toDate(e.ts) BETWEEN {date_from:Date} AND {date_to:Date}
+        SELECT event_id AS conversion_id, ts, site_id, clicktrail_person(site_id, anonymous_id, user_id) AS person_id
+        FROM clicktrail.events
+        WHERE site_id = {site:String} AND event = wanted[1]
+          AND (length(wanted) = 1 OR JSONExtractString(props, 'stage') = wanted[2])
+          AND toDate(ts) BETWEEN {date_from:Date} AND {date_to:Date}
           AND throwIf({model:String} NOT IN ('first_touch', 'last_touch', 'linear', 'u_shaped', 'time_decay'),
                       'model: must be one of first_touch, last_touch, linear, u_shaped, time_decay') = 0
     ),
@@ -27,8 +25,12 @@ WITH
                arraySort(x -> (x.1, x.4), groupArrayIf((t.ts, t.channel, t.sharer, t.event_id),
                    t.ts >= c.ts - INTERVAL 90 DAY AND t.ts <= c.ts)) AS path
         FROM conversions AS c
-        LEFT JOIN (SELECT * FROM clicktrail.touch_channels WHERE site_id = {site:String}) AS t
-            ON t.person_id = c.person_id
+        LEFT JOIN (
+            -- Only the touches a path can hold: those of the site in the lookback of the period's conversions.
+            SELECT * FROM clicktrail.touch_channels
+            WHERE site_id = {site:String}
+              AND ts >= {date_from:Date} - INTERVAL 90 DAY AND ts < {date_to:Date} + INTERVAL 1 DAY
+        ) AS t ON t.person_id = c.person_id
         GROUP BY conversion_id
     )
 SELECT conversion_id, channel, sharer, credit

@@ -1,19 +1,16 @@
 -- Content (内容): content_engagement, downloads_by_file, sharer_stats, over the rollups of migration 0006,
 -- the identity map and touch_channels (views/channels.sql).
 
--- Internal: content_hits with each row's person (its user_id, else identities.person_id of its anonymous_id,
--- else the anonymous_id) and its distinct events.
+-- Internal: content_hits with each row's person (clicktrail_person) and its distinct events.
 CREATE OR REPLACE VIEW clicktrail.content_hit_persons AS
-SELECT h.site_id AS site_id, h.event AS event, h.object AS object, h.sharer AS sharer,
-       if(h.user_id != '', h.user_id, if(i.person_id != '', i.person_id, h.anonymous_id)) AS person_id,
-       h.n AS hits, h.first_at AS first_ts, h.last_at AS last_ts
+SELECT site_id, event, object, sharer, clicktrail_person(site_id, anonymous_id, user_id) AS person_id,
+       n AS hits, first_at AS first_ts, last_at AS last_ts
 FROM (
     SELECT site_id, event, object, sharer, anonymous_id, user_id, uniqExactMerge(hits) AS n,
            min(first_ts) AS first_at, max(last_ts) AS last_at
     FROM clicktrail.content_hits
     GROUP BY site_id, event, object, sharer, anonymous_id, user_id
-) AS h
-LEFT JOIN clicktrail.identities AS i ON i.site_id = h.site_id AND i.anonymous_id = h.anonymous_id;
+);
 
 -- content_engagement: per (site_id, url_path) with a page_view or a page_leave: page views (浏览量),
 -- distinct persons who viewed it (阅读人数), mean props.engaged_ms of its page_leaves (平均阅读时长) and the

@@ -1,41 +1,35 @@
 -- Live streams and replays (直播 / 回放): live_stream_stats, live_concurrency, live_retention,
 -- live_interactions, over the rollups of migration 0003 and the identity map.
 
--- Internal: each viewing with its person (the ids of its events, resolved through identities).
+-- Internal: each viewing with its person (clicktrail_person of the ids of its events).
 CREATE OR REPLACE VIEW clicktrail.live_view_persons AS
-SELECT v.site_id AS site_id, v.stream_id AS stream_id, v.view_id AS view_id, v.mode AS mode,
-       if(v.user_id != '', v.user_id, if(i.person_id != '', i.person_id, v.anonymous_id)) AS person_id,
-       v.viewing AS viewing, v.watched_ms AS watched_ms, v.duration_s AS duration_s,
-       v.first_ts AS first_ts, v.last_ts AS last_ts, v.first_view_ts AS first_view_ts
+SELECT site_id, stream_id, view_id, view_mode AS mode, clicktrail_person(site_id, anonymous, user) AS person_id,
+       is_viewing AS viewing, watched AS watched_ms, duration AS duration_s, first_at AS first_ts,
+       last_at AS last_ts, first_view_at AS first_view_ts
 FROM (
-    SELECT site_id, stream_id, view_id, max(mode) AS mode, min(anonymous_id) AS anonymous_id,
-           max(user_id) AS user_id, max(viewing) AS viewing, max(watched_ms) AS watched_ms,
-           max(duration_s) AS duration_s, min(first_ts) AS first_ts, max(last_ts) AS last_ts,
-           min(first_view_ts) AS first_view_ts
+    SELECT site_id, stream_id, view_id, max(mode) AS view_mode, min(anonymous_id) AS anonymous,
+           max(user_id) AS user, max(viewing) AS is_viewing, max(watched_ms) AS watched,
+           max(duration_s) AS duration, min(first_ts) AS first_at, max(last_ts) AS last_at,
+           min(first_view_ts) AS first_view_at
     FROM clicktrail.live_views
     GROUP BY site_id, stream_id, view_id
-) AS v
-LEFT JOIN clicktrail.identities AS i ON i.site_id = v.site_id AND i.anonymous_id = v.anonymous_id;
+);
 
 -- Internal: registrations and interactions per stream and person.
 CREATE OR REPLACE VIEW clicktrail.stream_activity_persons AS
-SELECT a.site_id AS site_id, a.stream_id AS stream_id, a.activity AS activity,
-       if(a.user_id != '', a.user_id, if(i.person_id != '', i.person_id, a.anonymous_id)) AS person_id,
-       a.events AS events, a.first_ts AS first_ts, a.last_ts AS last_ts
+SELECT site_id, stream_id, activity, clicktrail_person(site_id, anonymous_id, user_id) AS person_id,
+       n AS events, first_at AS first_ts, last_at AS last_ts
 FROM (
-    SELECT site_id, stream_id, activity, anonymous_id, user_id, uniqExactMerge(events) AS events,
-           min(first_ts) AS first_ts, max(last_ts) AS last_ts
+    SELECT site_id, stream_id, activity, anonymous_id, user_id, uniqExactMerge(events) AS n,
+           min(first_ts) AS first_at, max(last_ts) AS last_at
     FROM clicktrail.stream_activity
     GROUP BY site_id, stream_id, activity, anonymous_id, user_id
-) AS a
-LEFT JOIN clicktrail.identities AS i ON i.site_id = a.site_id AND i.anonymous_id = a.anonymous_id;
+);
 
 -- live_concurrency: per stream and UTC minute, distinct persons with a live-mode heartbeat in it.
 CREATE OR REPLACE VIEW clicktrail.live_concurrency AS
-SELECT m.site_id AS site_id, m.stream_id AS stream_id, m.minute AS minute,
-       uniqExact(if(m.user_id != '', m.user_id, if(i.person_id != '', i.person_id, m.anonymous_id))) AS viewers
-FROM clicktrail.live_minutes AS m
-LEFT JOIN clicktrail.identities AS i ON i.site_id = m.site_id AND i.anonymous_id = m.anonymous_id
+SELECT site_id, stream_id, minute, uniqExact(clicktrail_person(site_id, anonymous_id, user_id)) AS viewers
+FROM clicktrail.live_minutes
 GROUP BY site_id, stream_id, minute;
 
 -- live_retention: per stream, mode and minute m = 0, 1, ...: the views of that mode watched at least
@@ -161,42 +155,41 @@ WITH
         GROUP BY site_id, stream_id, person_id
         HAVING registered OR first_view IS NOT NULL
     ),
-    registration_channels AS (
-        SELECT a.site_id AS site_id, a.stream_id AS stream_id, a.person_id AS person_id,
-               if(t.event_id != '' AND t.ts >= a.first_registration - INTERVAL 90 DAY, t.channel, '(direct)') AS channel
-        FROM (SELECT * FROM audience WHERE registered) AS a
-        ASOF LEFT JOIN clicktrail.touch_channels AS t
-            ON t.site_id = a.site_id AND t.person_id = a.person_id AND t.ts <= a.first_registration
-    ),
     first_touches AS (
         SELECT site_id, person_id, argMin(channel, (ts, event_id)) AS channel
         FROM clicktrail.touch_channels
         GROUP BY site_id, person_id
     ),
-    later AS (
-        SELECT e.site_id AS site_id, e.event AS event, e.ts AS ts,
-               if(e.user_id != '', e.user_id, if(i.person_id != '', i.person_id, e.anonymous_id)) AS person_id
-        FROM clicktrail.events AS e
-        LEFT JOIN clicktrail.identities AS i ON i.site_id = e.site_id AND i.anonymous_id = e.anonymous_id
-        WHERE e.event IN ('page_view', 'download', 'form_submit')
-    ),
+    -- The site's page views, downloads and forms of the audience's persons in (t0, t0 + 14 days]: the events
+    -- stream through a hash table of the audience (thousands of rows), not the other way round.
     after AS (
         SELECT a.site_id AS site_id, a.stream_id AS stream_id, a.person_id AS person_id,
-               countIf(l.event = 'page_view' AND l.ts > a.t0 AND l.ts <= a.t0 + INTERVAL 14 DAY) AS pages_after,
-               countIf(l.event = 'download' AND l.ts > a.t0 AND l.ts <= a.t0 + INTERVAL 14 DAY) AS downloads_after,
-               countIf(l.event = 'form_submit' AND l.ts > a.t0 AND l.ts <= a.t0 + INTERVAL 14 DAY) AS forms_after
-        FROM (SELECT site_id, stream_id, person_id, ifNull(first_view, first_registration) AS t0 FROM audience) AS a
-        LEFT JOIN later AS l ON l.site_id = a.site_id AND l.person_id = a.person_id
+               countIf(l.event = 'page_view') AS pages_after, countIf(l.event = 'download') AS downloads_after,
+               countIf(l.event = 'form_submit') AS forms_after
+        FROM (
+            SELECT site_id, event, ts, clicktrail_person(site_id, anonymous_id, user_id) AS person_id
+            FROM clicktrail.events
+            WHERE event IN ('page_view', 'download', 'form_submit')
+        ) AS l
+        INNER JOIN (
+            SELECT site_id, stream_id, person_id, ifNull(first_view, first_registration) AS t0 FROM audience
+        ) AS a ON a.site_id = l.site_id AND a.person_id = l.person_id
+        WHERE l.ts > a.t0 AND l.ts <= a.t0 + INTERVAL 14 DAY
         GROUP BY site_id, stream_id, person_id
     )
 SELECT a.site_id AS site_id, a.stream_id AS stream_id, a.person_id AS person_id,
        if(a.registered, a.first_registration, NULL) AS registered_at,
-       if(a.registered, r.channel, NULL) AS registration_channel,
+       if(a.registered, a.channel_at_registration, NULL) AS registration_channel,
        if(f.channel != '', f.channel, '(direct)') AS first_touch_channel,
        a.live_watch_ms AS live_watch_ms, a.replay_watch_ms AS replay_watch_ms, a.interactions AS interactions,
        x.pages_after AS pages_after, x.downloads_after AS downloads_after, x.forms_after AS forms_after
-FROM audience AS a
-LEFT JOIN registration_channels AS r
-    ON r.site_id = a.site_id AND r.stream_id = a.stream_id AND r.person_id = a.person_id
+FROM (
+    -- The channel of the person's latest touch at or before their first registration, within 90 days.
+    SELECT a.*, if(t.event_id != '' AND t.ts >= a.first_registration - INTERVAL 90 DAY, t.channel, '(direct)')
+               AS channel_at_registration
+    FROM audience AS a
+    ASOF LEFT JOIN clicktrail.touch_channels AS t
+        ON t.site_id = a.site_id AND t.person_id = a.person_id AND t.ts <= a.first_registration
+) AS a
 LEFT JOIN first_touches AS f ON f.site_id = a.site_id AND f.person_id = a.person_id
 LEFT JOIN after AS x ON x.site_id = a.site_id AND x.stream_id = a.stream_id AND x.person_id = a.person_id;

@@ -1,9 +1,9 @@
--- Sessions (会话): sessions and channel_sessions, over the rollup of migration 0005, the identity map and
+-- Sessions (会话): sessions and channel_sessions, over the rollup of migration 0010, the identity map and
 -- touch_channels (views/channels.sql).
 
 -- sessions: one row per (site_id, anonymous_id, session_id). Its entry is its first page_view (by ts, then
 -- event_id), or its first event when it has no page_view; its person is the entry event's: the entry's
--- user_id, else identities.person_id of the session's anonymous_id, else the anonymous_id. Its entry channel
+-- user_id, else the person of the session's anonymous_id (clicktrail_person). Its entry channel
 -- is that person's latest touch at or before the entry (an entry that is a touch is its own) within 90 days,
 -- else '(direct)': an ASOF join finds the latest touch, then the 90 days are checked. A bounce (跳出) is a
 -- session of exactly one page_view and no event other than page_view and page_leave.
@@ -16,21 +16,19 @@ SELECT s.site_id AS site_id, s.anonymous_id AS anonymous_id, s.session_id AS ses
        s.entry_utm_term AS entry_utm_term, toDate(s.start_ts) AS day,
        s.views = 1 AND NOT s.engaged AS bounce
 FROM (
-    SELECT r.site_id AS site_id, r.anonymous_id AS anonymous_id, r.session_id AS session_id,
-           r.start_ts AS start_ts, r.end_ts AS end_ts, r.views AS views, r.engaged AS engaged,
-           if(r.views > 0, r.entry.1, r.first_event.1) AS entry_ts,
-           if(r.views > 0, r.entry.3, '') AS entry_path,
-           if(r.views > 0, r.entry.4, '') AS entry_utm_term,
-           if(r.views > 0, r.entry.5, r.first_event.3) AS entry_user_id,
-           if(entry_user_id != '', entry_user_id, if(i.person_id != '', i.person_id, r.anonymous_id)) AS person_id
+    SELECT site_id, anonymous_id, session_id, start_ts, end_ts, views, engaged,
+           fromUnixTimestamp64Milli(if(views > 0, entry.1, first_event.1), 'UTC') AS entry_ts,
+           if(views > 0, entry.2, '') AS entry_path,
+           if(views > 0, entry.3, '') AS entry_utm_term,
+           clicktrail_person(site_id, anonymous_id, if(views > 0, entry.4, first_event.2)) AS person_id
     FROM (
         SELECT site_id, anonymous_id, session_id, min(start_ts) AS start_ts, max(end_ts) AS end_ts,
                uniqExactMerge(pageviews) AS views, max(engaged) AS engaged,
-               argMinMerge(entry) AS entry, argMinMerge(first_event) AS first_event
+               JSONExtract(argMinMerge(entry), 'Tuple(Int64, String, String, String)') AS entry,
+               JSONExtract(argMinMerge(first_event), 'Tuple(Int64, String)') AS first_event
         FROM clicktrail.session_rollup
         GROUP BY site_id, anonymous_id, session_id
-    ) AS r
-    LEFT JOIN clicktrail.identities AS i ON i.site_id = r.site_id AND i.anonymous_id = r.anonymous_id
+    )
 ) AS s
 ASOF LEFT JOIN (SELECT site_id, person_id, ts, channel FROM clicktrail.touch_channels) AS t
     ON t.site_id = s.site_id AND t.person_id = s.person_id AND t.ts <= s.entry_ts;
