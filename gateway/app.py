@@ -50,7 +50,8 @@ class Gateway:
         server = config.server
         self.metrics = Metrics()
         self.store = Store(data_dir / "clickhouse", query_timeout_s=server.query_timeout_s,
-                           referrer_channels={site.id: site.referrer_channels for site in config.sites})
+                           referrer_channels={site.id: site.referrer_channels for site in config.sites},
+                           users=config.users)
         self.spool = Spool(
             data_dir / "spool",
             fsync=server.fsync,

@@ -5,19 +5,24 @@ DBeaver) talk to this app instead. It follows ClickHouse's HTTP handler (src/Ser
 where those tools depend on it: the query in the ``query`` parameter and/or the body, the three ways
 to authenticate, ``FORMAT``/``default_format``, ``param_<name>`` placeholders, ``database``, and errors
 as body, ``X-ClickHouse-Exception-Code`` header and HTTP status, and sessions (``session_id``). Other
-URL parameters are ClickHouse settings; they are accepted and ignored for now (the connection's own
-limits, such as ``readonly``, always hold).
+URL parameters are ClickHouse settings, for that query (query_settings). Each user's limits, sites and
+readonly level are settings ClickHouse holds on the user's connection (user_access, user_limits).
+
+Bodies come as clients send them: HTTP-compressed and/or in ClickHouse's compressed blocks, multipart forms,
+and INSERT data in any input format, binary ones too; answers are compressed as asked (clickhouse_codecs),
+Native is framed for the client's protocol revision (clickhouse_native), and every answer carries
+X-ClickHouse-Summary. A SELECT's answer is sent as the engine produces it (clickhouse_stream).
 
 A request runs exactly one statement, as ClickHouse's own parser reads it, on a connection of its own:
 a fresh one, or its session's. Nothing one request does to its connection (USE, SET, temporary tables)
-can reach another's, and the loader's connection is never used here.
+can reach another's, and the loader's connection is never used here. Requests run side by side, each on
+a thread of its own, stopped when the client goes away or an admin's KILL QUERY names it (clickhouse_runs).
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import gzip
+import functools
 import hmac
 import json
 import math
@@ -25,27 +30,33 @@ import re
 import socket
 import time
 import uuid
-import zlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import chdb
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import QueryParams
+from starlette.datastructures import Headers, QueryParams
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from gateway import clickhouse_codecs as codecs
+from gateway import clickhouse_multipart as multipart
+from gateway import clickhouse_native as native
+from gateway import clickhouse_runs, clickhouse_stream, query_settings, user_access
 from gateway.config import ServerConfig, UserConfig
 from gateway.enrich import client_ip
 from gateway.sites import AuthThrottle
-from gateway.store import DATABASE, Connection, QueryError, Store, StoreUnavailable
+from gateway.store import DATABASE, Connection, Progress, QueryError, Store, StoreUnavailable
 
-#: Bodies are held in memory whole (Store takes one SQL string), before and after gunzip.
+#: Bodies are held in memory whole, as sent and once decompressed (each bounded by this).
 MAX_BODY_BYTES = 64 * 1024 * 1024
 #: ClickHouse's max_query_size: the longest statement read, an INSERT's inline data not counted.
 MAX_QUERY_SIZE = 262144
+#: ClickHouse's log_queries_cut_to_length: how much of a statement system.processes (here: KILL QUERY) shows.
+QUERY_TEXT_CUT = 100000
 #: ClickHouse's default_session_timeout and max_session_timeout, in seconds.
 DEFAULT_SESSION_TIMEOUT_S = 60
 MAX_SESSION_TIMEOUT_S = 3600
@@ -65,6 +76,10 @@ _STATUS = {
     # QUOTA_EXCEEDED, ClickHouse's answer to too many failed logins, is a 500 there; here it is only ever
     # that answer, which a client caused and can wait out, as Retry-After says.
     201: 429,
+    # Corrupt or truncated compressed bodies (TOO_LARGE_SIZE_COMPRESSED, CHECKSUM_DOESNT_MATCH,
+    # UNKNOWN_COMPRESSION_METHOD, CANNOT_DECOMPRESS) are 500s there too; here they are only ever the client's
+    # bytes, so a 400.
+    **dict.fromkeys((39, 40, 89, 271), 400),
 }
 
 # String literals, quoted identifiers and comments, so keywords inside them are not mistaken for clauses.
@@ -94,11 +109,14 @@ _FILE_CLAUSE = re.compile(r"OUTFILE|INFILE", re.I)
 _CODE_PREFIX = re.compile(r"^(?:Code: \d+\. (?:DB::Exception: )?)+")
 _VERSION = re.compile(r" ?\(version [^()]*(?:\([^()]*\)[^()]*)*\)")
 _REPEATED_NAME = re.compile(r"(\(([A-Z0-9_]+)\))(?:\.? \(\2\))+$")
+# The statements chDB can stream (it refuses the others): their answers are sent as the engine produces them.
+_STREAMED = frozenset({"SELECT", "WITH"})
 # Errors of the parser check name the wrapping query; ClickHouse's answer to the request does not.
 _PARSER_SCOPE = re.compile(r"\.? ?: In scope SELECT formatQuerySingleLine\(.*\)(?=\. \([A-Z0-9_]+\)$)", re.S)
 
 _BINARY_FORMATS = ("native", "rowbinary", "parquet", "arrow", "orc", "avro", "protobuf", "msgpack", "npy",
                    "bsoneachrow", "capnproto")
+_LEVELS = frozenset(map(str, range(1, 10)))  # http_zlib_compression_level
 
 
 def create_app(store: Store, users: list[UserConfig], server: ServerConfig | None = None) -> Starlette:
@@ -108,6 +126,7 @@ def create_app(store: Store, users: list[UserConfig], server: ServerConfig | Non
     return Starlette(routes=[
         Route("/", interface.handle, methods=["GET", "POST"]),
         Route("/ping", _ok),
+        Route("/replicas_status", _ok),  # no replicated tables here, so every replica is fine
     ])
 
 
@@ -124,17 +143,20 @@ class _Interface:
         self.auth_failures = AuthThrottle(server.auth_failure_limit, server.auth_failure_window_s)
         self.auth_limit = f"{server.auth_failure_limit} in {server.auth_failure_window_s:g} s"
         self.display_name = socket.gethostname()
-        # chDB runs one query at a time anyway; waiting here rather than in a worker thread leaves the
-        # threadpool, which the ingest port shares, to others.
-        self.lock = asyncio.Lock()
+        # Each request's statement runs on a thread of its own, alongside others' (chDB runs connections in
+        # parallel), and stops when its client goes away or an admin kills it.
+        self.runs = clickhouse_runs.Runs(store)
 
     async def handle(self, request: Request) -> Response:
         params = request.query_params
         if request.method != "POST" and "query" not in params:
             return await _ok(request)  # ClickHouse's root handler: health checks, no credentials
         # The client's query_id is taken only once it has authenticated (as ClickHouse does), and checked.
-        headers = {"X-ClickHouse-Server-Display-Name": self.display_name, "X-ClickHouse-Query-Id": str(uuid.uuid4())}
+        headers = {"X-ClickHouse-Server-Display-Name": self.display_name, "X-ClickHouse-Query-Id": str(uuid.uuid4()),
+                   "X-ClickHouse-Summary": _summary(Progress())}
         user_name = ""
+        packing: codecs.Packing | None = None  # set once the query's own errors are to be packed as its answer
+        response: Response | None = None
         try:
             user = self._login(request, headers)
             user_name = user.name
@@ -142,46 +164,54 @@ class _Interface:
             fmt = request.headers.get("x-clickhouse-format") or params.get("default_format") or "TabSeparated"
             if not _FORMAT_NAME.fullmatch(fmt):  # it goes back in the X-ClickHouse-Format header
                 raise QueryError(73, f"Unknown format {fmt}. (UNKNOWN_FORMAT)")
-            if _truthy(params.get("compress")) or _truthy(params.get("decompress")):
-                raise QueryError(48, "ClickHouse's native compression (compress/decompress) is not supported"
-                                     " here; use enable_http_compression=1 or Content-Encoding: gzip."
-                                     " (NOT_IMPLEMENTED)")
+            revision = native.parse_revision(params.get("client_protocol_version"))
+            request_packing = _packing(params, request.headers)
             body = await _read_body(request)
-            gzip_response = (_truthy(params.get("enable_http_compression"))
-                             and "gzip" in request.headers.get("accept-encoding", ""))
             if expired := self.sessions.expire():
                 await run_in_threadpool(_close, expired)
+            buffer_size, wait_end = clickhouse_stream.buffer_settings(params)
             session = self.sessions.acquire(user, params)
             get = request.method != "POST"
+            packing = request_packing  # from here on an error is the query's answer, packed as asked
+            run = self.runs.start(headers["X-ClickHouse-Query-Id"], user.name)
+            if session is not None:
+                run.on_finish(functools.partial(self.sessions.release, session))
             try:
-                async with self.lock:
-                    data, fmt = await run_in_threadpool(
+                async with clickhouse_stream.cancelled_on_disconnect(request, run):
+                    answer = await run.call(
                         self._execute,
+                        run=run,
                         session=session,
                         user=user.name,
                         head=params.get("query", ""),
                         body=body,
-                        encoding=request.headers.get("content-encoding", ""),
+                        content_type=request.headers.get("content-type", ""),
+                        packing=packing,
+                        url_params=params,
+                        revision=revision,
                         fmt=fmt,
                         database=request.headers.get("x-clickhouse-database") or params.get("database"),
                         params={k.removeprefix("param_"): v for k, v in params.items() if k.startswith("param_")},
                         # GET is read-only in ClickHouse's HTTP semantics, whoever asks.
                         readonly=user.readonly or get,
                         get=get,
-                        gzip_response=gzip_response,
                     )
+                    response = await clickhouse_stream.respond(
+                        run, answer, packing,
+                        functools.partial(_answer_headers, headers, answer.fmt, packing,
+                                          _truthy(params.get("send_progress_in_http_headers"))),
+                        buffer_size=buffer_size, wait_end=wait_end,
+                        error_text=functools.partial(_error_text, user_name=user.name))
             finally:
-                if session is not None:
-                    self.sessions.release(session)
+                if not isinstance(response, StreamingResponse):  # a streamed answer finishes its run itself
+                    run.finish()
         except QueryError as exc:
-            return _error(exc, headers, user_name)
+            return _error(exc, headers, user_name, packing)
         except StoreUnavailable as exc:
             return PlainTextResponse(f"ClickHouse is not available right now ({exc}); retry later.\n",
                                      503, headers=headers)
-        headers.update({"X-ClickHouse-Format": fmt, "X-ClickHouse-Timezone": "UTC"})
-        if gzip_response:
-            headers["Content-Encoding"] = "gzip"
-        return Response(data, media_type=_content_type(fmt), headers=headers)
+        assert response is not None  # the block above set it, or raised
+        return response
 
     def _login(self, request: Request, headers: dict[str, str]) -> UserConfig:
         """The user the request authenticates as; refused unchecked while its address has failed too often."""
@@ -205,45 +235,98 @@ class _Interface:
                                   " with such name. (AUTHENTICATION_FAILED)")
         return user
 
-    def _execute(self, *, session: _Session | None, user: str, head: str, body: bytes, encoding: str, fmt: str,
-                 database: str | None, params: dict[str, str], readonly: bool, get: bool,
-                 gzip_response: bool) -> tuple[bytes, str]:
-        """Run one request's query in a worker thread, on its session's connection or on one of its own
-        that goes with the request; returns the response body and its format."""
-        text = _decode_body(body, encoding)
-        sql = (head + "\n" if head else "") + text  # ClickHouse's rule for a query split over URL and body
+    def _execute(self, *, run: clickhouse_runs.Run, session: _Session | None, user: str, head: str, body: bytes,
+                 content_type: str, packing: codecs.Packing, url_params: Mapping[str, str], revision: int, fmt: str,
+                 database: str | None, params: dict[str, str], readonly: bool, get: bool) -> clickhouse_stream.Answer:
+        """Run one request's query on its ``run``'s thread, on its session's connection or on one of its own
+        that goes with the request; returns the answer, whole, or a SELECT's as the engine produces it (its
+        connection held until its pieces end)."""
+        body = packing.unpack(body, MAX_BODY_BYTES)
+        tables: list[multipart.ExternalTable] = []
+        if multipart.is_multipart(content_type):
+            # The form's fields are parameters like the URL's (which win, as in ClickHouse); the body is no
+            # part of the query then.
+            form = multipart.parse(content_type, body, dict(url_params))
+            head = head or form.fields.get("query", "")
+            params = {**{k.removeprefix("param_"): v for k, v in form.fields.items() if k.startswith("param_")},
+                      **params}
+            body, tables = b"", form.tables
+            if tables and readonly:
+                # ClickHouse makes them without DDL; here they are temporary tables, which readonly=1 forbids.
+                raise QueryError(164, f"{user}: External tables are not available to read-only users here."
+                                      " (READONLY)")
+        raw = (head.encode() + b"\n" if head else b"") + body  # ClickHouse's rule for a query split over URL and body
+        sql, whole = _text(raw)
         if not sql.strip():
             raise QueryError(62, "Empty query. (SYNTAX_ERROR)")
-        conn = session.connection(self.store) if session else self.store.connect(readonly)
+        account = self.users[user]
+        conn = session.connection(self.store) if session else user_access.connect(self.store, account, readonly)
+        loaded: list[multipart.ExternalTable] = []
+        restore = None
+
+        def release() -> None:
+            if session is None:
+                conn.close()
+            else:  # they belong to the query, not to its session
+                for table in loaded:
+                    multipart.drop(conn, table)
+                if restore:
+                    session.restore(restore)
+
+        streaming = False
         try:
             formatted = _format(conn, sql[:MAX_QUERY_SIZE + 1])  # longer: ClickHouse's own error, unless an INSERT
             kind = formatted.split(" ", 1)[0]
             if readonly and kind not in _READS:
                 raise QueryError(164, f"{user}: Cannot execute query in readonly mode"
                                       f"{_GET_IS_READONLY if get else ''}. (READONLY)")
+            if account.readonly:
+                user_access.check_reach(conn, account, formatted, params)
             insert = _split_insert(conn, sql, formatted) if kind == "INSERT" else None
+            if not (whole or insert):
+                raise QueryError(62, "Syntax error: the request holds bytes that are not UTF-8 text after the"
+                                     " query; only an INSERT's data may be binary. (SYNTAX_ERROR)")
             statement = insert.sql if insert else sql
+            run.query = statement[:QUERY_TEXT_CUT]
             if len(statement) > MAX_QUERY_SIZE:  # the part read could still be a whole statement
                 raise QueryError(62, f"Max query size exceeded: the query is longer than {MAX_QUERY_SIZE} bytes."
                                      " (SYNTAX_ERROR)")
             if _FILE_CLAUSE.search(statement):
                 # chDB would read or write files of the gateway's host, even on a readonly connection.
                 raise QueryError(358, "INTO OUTFILE and FROM INFILE are not allowed. (INTO_OUTFILE_NOT_ALLOWED)")
+            settings = query_settings.from_url(url_params.items(), multipart.is_multipart(content_type))
+            restore = query_settings.apply(conn, settings, keep=session is not None)
             conn.query("USE {db:Identifier}", params={"db": database or (session.database if session else DATABASE)})
+            for table in tables:
+                multipart.load(conn, table)
+                loaded.append(table)
+            clause = _FORMAT_CLAUSE.search(_LITERALS.sub(" ", statement))
+            answer_fmt = clause.group(1) if clause else fmt
+            framed = bool(revision and not clause and fmt == "Native")
             if insert:
-                conn.insert(insert.sql, insert.fmt, insert.data)
+                # The data as sent, bytes and all: the text before it encodes back to the bytes it came from.
+                conn.insert(insert.sql, insert.fmt, raw[len(sql[:insert.start].encode()):])
                 data = b""
+            elif kind == "KILL" and (killed := self.runs.kill_statement(conn, run, formatted, params,
+                                                                         answer_fmt)) is not None:
+                data = killed
+            elif kind in _STREAMED:
+                pieces = (native.stream(conn, sql, formatted, params, revision) if framed
+                          else conn.stream(sql, fmt, params=params))
+                streaming = True
+                return clickhouse_stream.Answer(answer_fmt, lambda: conn.progress,
+                                                pieces=clickhouse_stream.Pieces(pieces, release))
+            elif framed:
+                data = native.query(conn, sql, formatted, params, revision)
             else:
                 data = conn.query(sql, fmt, params=params)
+            progress = conn.progress
             if session and kind == "USE":
                 session.database = conn.query("SELECT currentDatabase()", "TabSeparatedRaw").decode().rstrip("\n")
         finally:
-            if session is None:
-                conn.close()
-        if gzip_response:
-            data = gzip.compress(data, compresslevel=3)  # ClickHouse's http_zlib_compression_level
-        clause = _FORMAT_CLAUSE.search(_LITERALS.sub(" ", statement))
-        return data, clause.group(1) if clause else fmt
+            if not streaming:
+                release()
+        return clickhouse_stream.Answer(answer_fmt, lambda: progress, data=data)
 
 
 _GET_IS_READONLY = (". For queries over HTTP, method GET implies readonly. You should use method POST for modifying"
@@ -256,7 +339,7 @@ class _Insert:
 
     sql: str  # up to VALUES or FORMAT <name>
     fmt: str
-    data: str
+    start: int  # where the data begins in the request's text
 
 
 def _format(conn: Connection, text: str) -> str:
@@ -301,10 +384,10 @@ def _split_insert(conn: Connection, sql: str, formatted: str) -> _Insert | None:
                 # The engine would ignore it (it never runs it: the data goes as data); ClickHouse refuses it.
                 raise QueryError(33, "Cannot read data after semicolon (and"
                                      " input_format_values_allow_data_after_semicolon=0). (CANNOT_READ_ALL_DATA)")
-            return _Insert(sql[:match.start()], "Values", data)
+            return _Insert(sql[:match.start()], "Values", match.end())
         start = _DATA_START.match(sql, match.end())
         assert start is not None  # it matches the empty string
-        return _Insert(sql[:match.start()], match["format"], sql[start.end():])
+        return _Insert(sql[:match.start()], match["format"], start.end())
     if _ENDS_WITH_FORMAT.search(formatted):  # inline data, but where it begins is unclear: refused, not guessed
         raise QueryError(62, "Cannot tell where the INSERT's data begins: write VALUES or FORMAT <name> with no"
                              " comment inside. (SYNTAX_ERROR)")
@@ -316,7 +399,7 @@ class _Session:
     """A named session (``session_id``) owns a connection, so its current database, settings and temporary
     tables last from one of its requests to the next, and no other request sees them."""
 
-    readonly: bool
+    user: UserConfig
     timeout_s: int
     database: str = DATABASE  # the one USE chose; a request's database parameter applies to that request only
     conn: Connection | None = None  # opened by its first query, in a worker thread: opening waits for the engine
@@ -325,8 +408,19 @@ class _Session:
 
     def connection(self, store: Store) -> Connection:
         if self.conn is None:
-            self.conn = store.connect(self.readonly)
+            self.conn = user_access.connect(store, self.user, self.user.readonly)
         return self.conn
+
+    def restore(self, settings: Callable[[], None]) -> None:
+        """Put back the settings a query's URL changed (query_settings.apply). Where that fails (a readonly
+        the URL raised cannot be lowered again) the session's state goes, its next query starts afresh: the
+        settings of one query must not last in the session."""
+        try:
+            settings()
+        except QueryError:
+            assert self.conn is not None
+            self.conn.close()
+            self.conn, self.database = None, DATABASE
 
 
 class _Sessions:
@@ -351,7 +445,7 @@ class _Sessions:
                 raise QueryError(700, f"User {user.name} has {MAX_SESSIONS_PER_USER} sessions open, the most"
                                       " allowed; wait for one to expire (session_timeout) or query without"
                                       " session_id. (USER_SESSION_LIMIT_EXCEEDED)")
-            session = self.open[(user.name, session_id)] = _Session(user.readonly, timeout)
+            session = self.open[(user.name, session_id)] = _Session(user, timeout)
         elif session.busy:
             raise QueryError(373, f"Session {session_id} is locked by a concurrent client. (SESSION_IS_LOCKED)")
         session.busy, session.timeout_s = True, timeout
@@ -430,53 +524,84 @@ async def _read_body(request: Request) -> bytes:
     return bytes(body)
 
 
-def _decode_body(body: bytes, encoding: str) -> str:
-    encoding = encoding.strip().lower()
-    if encoding == "gzip":
-        body = _gunzip(body)
-    elif encoding not in ("", "identity"):
-        raise QueryError(48, f"Content-Encoding '{encoding}' is not supported here; use gzip. (NOT_IMPLEMENTED)")
+def _text(raw: bytes) -> tuple[str, bool]:
+    """The request as text, and whether that is all of it: an INSERT's binary data (Native, Parquet, ...)
+    stops the text at its first byte that is not UTF-8; the statement is before it."""
     try:
-        return body.decode()
-    except UnicodeDecodeError:
-        raise QueryError(48, "The request body is not UTF-8 text; binary data formats cannot be sent here yet."
-                             " (NOT_IMPLEMENTED)") from None
+        return raw.decode(), True
+    except UnicodeDecodeError as exc:
+        return raw[:exc.start].decode(), False
 
 
-def _gunzip(data: bytes) -> bytes:
-    """Inflate every gzip member, refusing to grow past MAX_BODY_BYTES (a small body can inflate hugely)."""
-    out = bytearray()
-    while data:
-        inflater = zlib.decompressobj(wbits=31)
-        try:
-            out += inflater.decompress(data, MAX_BODY_BYTES + 1 - len(out))
-        except zlib.error as exc:
-            raise QueryError(271, f"Cannot decompress the gzip request body: {exc}. (CANNOT_DECOMPRESS)") from None
-        if len(out) > MAX_BODY_BYTES:
-            raise _too_large()
-        if not inflater.eof:
-            raise QueryError(271, "The gzip request body is truncated. (CANNOT_DECOMPRESS)")
-        data = inflater.unused_data
-    return bytes(out)
+def _packing(params: QueryParams, headers: Headers) -> codecs.Packing:
+    """How the request's body is packed and its answer is to be (compress, decompress, Content-Encoding,
+    enable_http_compression with Accept-Encoding, http_zlib_compression_level)."""
+    level = params.get("http_zlib_compression_level", str(codecs.DEFAULT_LEVEL))
+    if level not in _LEVELS:
+        raise QueryError(36, f"Invalid http_zlib_compression_level '{level}': it must be 1 to 9. (BAD_ARGUMENTS)")
+    return codecs.Packing(
+        content_encoding=headers.get("content-encoding", ""),
+        blocks_in=_truthy(params.get("decompress")),
+        verify=not _truthy(params.get("http_native_compression_disable_checksumming_on_decompress")),
+        blocks_out=_truthy(params.get("compress")),
+        response_encoding=(codecs.choose_encoding(headers.get("accept-encoding", ""))
+                           if _truthy(params.get("enable_http_compression")) else None),
+        level=int(level),
+    )
+
+
+def _summary(progress: Progress) -> str:
+    """X-ClickHouse-Summary as ClickHouse writes it: a JSON object of decimal strings."""
+    return json.dumps({
+        "read_rows": str(progress.read_rows), "read_bytes": str(progress.read_bytes),
+        "written_rows": str(progress.written_rows), "written_bytes": str(progress.written_bytes),
+        # Known once the query has run: all it read was all it had to.
+        "total_rows_to_read": str(progress.read_rows),
+        "result_rows": str(progress.result_rows), "result_bytes": str(progress.result_bytes),
+        "elapsed_ns": str(round(progress.elapsed_s * 1e9)),
+    }, separators=(",", ":"))
 
 
 def _too_large() -> QueryError:
-    return QueryError(229, f"The request body is larger than {MAX_BODY_BYTES} bytes. (QUERY_IS_TOO_LARGE)")
+    return codecs.too_large(MAX_BODY_BYTES)
 
 
 def _truthy(value: str | None) -> bool:
     return (value or "").lower() in ("1", "true")
 
 
-def _error(exc: QueryError, headers: dict[str, str], user_name: str) -> Response:
+def _error(exc: QueryError, headers: dict[str, str], user_name: str, packing: codecs.Packing | None = None) -> Response:
+    """ClickHouse's error answer; ``packing``: the query's, which ClickHouse applies to errors the query
+    itself raised, as to its data (those before it, such as a failed login, go plain)."""
+    body = (_error_text(exc, user_name) + "\n").encode()
+    headers = {**headers, "X-ClickHouse-Exception-Code": str(exc.code)}
+    if packing is not None:
+        body = packing.pack(body)
+        if packing.response_encoding:
+            headers["Content-Encoding"] = packing.response_encoding
+    return PlainTextResponse(body, _STATUS.get(exc.code, 500), headers=headers)
+
+
+def _error_text(exc: QueryError, user_name: str) -> str:
+    """ClickHouse's text of an error, as its answers and its exception blocks in a streamed answer carry it."""
     message = _REPEATED_NAME.sub(r"\1", _VERSION.sub("", _CODE_PREFIX.sub("", exc.message)).strip())
     if user_name and message.startswith("default: "):
         message = f"{user_name}: {message.removeprefix('default: ')}"  # chDB's own user is always 'default'
-    return PlainTextResponse(
-        f"Code: {exc.code}. DB::Exception: {message} (version {chdb.engine_version})\n",
-        _STATUS.get(exc.code, 500),
-        headers={**headers, "X-ClickHouse-Exception-Code": str(exc.code)},
-    )
+    return f"Code: {exc.code}. DB::Exception: {message} (version {chdb.engine_version})"
+
+
+def _answer_headers(headers: dict[str, str], fmt: str, packing: codecs.Packing, send_progress: bool,
+                    progress: Progress) -> dict[str, str]:
+    """An answer's headers, with what the statement had done when they go (``progress``)."""
+    answer = {**headers, "Content-Type": _content_type(fmt), "X-ClickHouse-Format": fmt,
+              "X-ClickHouse-Timezone": "UTC", "X-ClickHouse-Summary": _summary(progress)}
+    if send_progress:
+        # ClickHouse sends one while the query runs, every http_headers_progress_interval_ms, until the headers
+        # end; these go once, so only the last is sent.
+        answer["X-ClickHouse-Progress"] = answer["X-ClickHouse-Summary"]
+    if packing.response_encoding:
+        answer["Content-Encoding"] = packing.response_encoding
+    return answer
 
 
 def _content_type(fmt: str) -> str:

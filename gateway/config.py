@@ -69,7 +69,7 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     auth_failure_window_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
     #: Requests per second one client IP may make (0: unlimited).
     ip_rate_limit: float = 0.0
-    #: Longest time an analyst query may run, in seconds.
+    #: Longest time a ClickHouse HTTP user's query may run, in seconds, unless the user's max_execution_time says.
     query_timeout_s: float = 60.0
     #: Connection limits (all ports), so that no client can hold the process's descriptors or slow it for others.
     #: A request URL longer than this gets 414 URI Too Long (nginx allows 8 KiB too; browsers send far less).
@@ -107,9 +107,26 @@ class SiteConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 
 class UserConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """A user of the ClickHouse HTTP interface. The limits are ClickHouse's own settings of the same names,
+    set on each of the user's queries and held by ClickHouse (a query may lower them, never raise them);
+    0 lifts one, and left out each takes the default noted."""
+
     name: str
     password: str
+    #: Read only (ClickHouse's readonly = 2: settings may change per query, readonly itself not); false: an admin.
     readonly: bool = True
+    #: The sites whose rows the user sees, in every table and view of clicktrail; left out: all of them.
+    #: Read-only users only (an admin could lift the filter).
+    sites: list[str] | None = None
+    #: Bytes of memory one query may take; default: a quarter of the machine's memory.
+    max_memory_usage: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    #: Seconds one query may run; default: server.query_timeout_s.
+    max_execution_time: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    #: Rows and bytes (uncompressed, in memory) of one query's result; default: no limit.
+    max_result_rows: Annotated[int, msgspec.Meta(ge=0)] = 0
+    max_result_bytes: Annotated[int, msgspec.Meta(ge=0)] = 0
+    #: Rows one query may read from tables; default: no limit.
+    max_rows_to_read: Annotated[int, msgspec.Meta(ge=0)] = 0
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -151,6 +168,22 @@ def _check(config: Config, path: Path) -> None:
     if config.server.trust_forwarded_for:
         raise ConfigError(f"{path}: server.trust_forwarded_for is replaced by trusted_proxy_hops, the number of "
                           "proxies you run in front of the gateway: write trusted_proxy_hops = 1 for one")
+    site_ids = {site.id for site in config.sites}
+    names: set[str] = set()
+    for user in config.users:
+        if user.name in names:
+            raise ConfigError(f"{path}: user {user.name!r} appears twice")
+        names.add(user.name)
+        if user.sites is None:
+            continue
+        if not user.readonly:
+            raise ConfigError(f"{path}: user {user.name!r} names sites but is not readonly: an admin can lift"
+                              " any filter, so only read-only users can be kept to their sites")
+        if not user.sites:
+            raise ConfigError(f"{path}: user {user.name!r} has sites = []: name the sites it may read, or leave"
+                              " sites out for all")
+        if unknown := sorted(set(user.sites) - site_ids):
+            raise ConfigError(f"{path}: user {user.name!r} names sites that are not configured: {unknown}")
     server = config.server
     ports = [port for port in (server.port, server.clickhouse_port, server.ops_port) if port]
     if len(set(ports)) < len(ports):  # each connection's app is chosen by the port number alone

@@ -24,6 +24,10 @@ def test_starter_config_has_a_demo_site_with_fresh_keys(tmp_path: Path) -> None:
     assert a.server.fsync == "always"
 
 
+SITE = '[[sites]]\nid = "s"\nwrite_key = "k"\n'
+USER = SITE + '[[users]]\nname = "u"\npassword = "p"\n'
+
+
 @pytest.mark.parametrize(("text", "error"), [
     ('[server]\nport = "x"\n[[sites]]\nid = "s"\nwrite_key = "k"\n', "Expected `int`, got `str` - at `$.server.port`"),
     ('[server]\nfsync = "sometimes"\n[[sites]]\nid = "s"\nwrite_key = "k"\n', "fsync"),
@@ -31,6 +35,11 @@ def test_starter_config_has_a_demo_site_with_fresh_keys(tmp_path: Path) -> None:
     ('[[sites]]\nid = "s"\nwrite_key = "k"\n[[sites]]\nid = "s"\nwrite_key = "j"\n', "site id 's' appears twice"),
     ('[[sites]]\nid = "s"\nwrite_key = "k"\n[[sites]]\nid = "t"\nwrite_key = "k"\n', "reuses a key"),
     ('[servre]\nport = 1\n[[sites]]\nid = "s"\nwrite_key = "k"\n', "unknown field `servre`"),
+    (USER + 'sites = ["t"]\n', "user 'u' names sites that are not configured: ['t']"),
+    (USER + 'sites = []\n', "user 'u' has sites = []"),
+    (USER + 'readonly = false\nsites = ["s"]\n', "names sites but is not readonly"),
+    (USER + '[[users]]\nname = "u"\npassword = "q"\n', "user 'u' appears twice"),
+    (USER + 'max_memory_usage = -1\n', "Expected `int` >= 0"),
 ])
 def test_bad_configs_are_refused_with_the_reason(tmp_path: Path, text: str, error: str) -> None:
     path = tmp_path / "bad.toml"
