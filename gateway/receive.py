@@ -120,9 +120,9 @@ class Receiver:
         """GET with the event in the query string, for e-mails and pages without JavaScript."""
         try:
             self._admit_ip(request)
-            event = self._pixel_event(request)
+            event, made_id = self._pixel_event(request)
             credential = self._authenticate(request, "")
-            row = rows.build_row(event, self._context(request, credential, None))
+            row = rows.build_row(event, self._context(request, credential, None), made_id=made_id)
             self._rate_limit(credential, 1)
             await self._store(credential, [row])
         except Exception as exc:  # each kind is answered in _refuse, a fault of ours too
@@ -234,7 +234,8 @@ class Receiver:
         await self.spool.append(rows.encode(accepted))
         self.metrics.accepted[credential.site.id] += len(accepted)
 
-    def _pixel_event(self, request: Request) -> Event:
+    def _pixel_event(self, request: Request) -> tuple[Event, bool]:
+        """The event a pixel's query string names, and whether its event_id was made here."""
         fields: dict[str, object] = {}
         props: dict[str, object] = {}
         for name, value in request.query_params.multi_items():
@@ -250,9 +251,12 @@ class Receiver:
                 # Links and pixels share parameter names: ?ch= is the channel code in both.
                 fields[URL_FIELDS.get(name, name)] = value
         # A pixel URL is static, so without an event_id each load counts (each open of an e-mail).
-        fields.setdefault("event_id", uuid.uuid4().hex)
+        made_id = "event_id" not in fields
+        if made_id:
+            fields["event_id"] = uuid.uuid4().hex
         fields["props"] = props
-        return decode_event(msgspec.json.encode(fields))  # orjson writes no int beyond 64 bits, nor a Raw
+        # Encoded by msgspec: orjson writes no int beyond 64 bits, nor a Raw.
+        return decode_event(msgspec.json.encode(fields)), made_id
 
     # -- answers ----------------------------------------------------------------------------------
 

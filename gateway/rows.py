@@ -47,6 +47,9 @@ class Row(msgspec.Struct, omit_defaults=True):
     is_bot: bool = False
     ip: str = ""
     user_agent: str = ""
+    #: The loader's dedup key with site_id and event_id, the same for every copy of the event (see build_row).
+    #: A row without it (written by something else than build_row) takes ts.
+    dedup_ts: float | None = None
 
 
 class TimeWindow(NamedTuple):
@@ -84,11 +87,18 @@ class Context(NamedTuple):
 _encoder = msgspec.json.Encoder()
 
 
-def build_row(event: Event, ctx: Context) -> Row:
-    """The stored row; ContractError when the event's corrected time lies outside the key's window."""
+def build_row(event: Event, ctx: Context, *, made_id: bool = False) -> Row:
+    """The stored row; ContractError when the event's corrected time lies outside the key's window.
+    ``made_id``: the gateway made the event's id, so no other request carries it."""
     if event.ts is None:
         ts_ms = ctx.received_ms
+        # A retry gets another ts (the time it arrives), so the client's event_id is looked up among all the
+        # site's events sent without ts (0); an id made here repeats only in the loader's retries of this row.
+        dedup_ms = ts_ms if made_id else 0
     else:
+        # Before the correction: the ts a client sends is the same in every retry, the corrected one is not
+        # (each retry's sent_at corrects it anew, and the client's clock may have been set meanwhile).
+        dedup_ms = event.ts
         ts_ms = event.ts + ctx.skew_ms
         if ts_ms < ctx.received_ms - ctx.window.past_ms:
             raise ContractError(ctx.window.too_old)
@@ -130,6 +140,7 @@ def build_row(event: Event, ctx: Context) -> Row:
         is_bot=agent.is_bot,
         ip=ctx.ip,
         user_agent=ctx.user_agent,
+        dedup_ts=dedup_ms / 1000,
     )
 
 

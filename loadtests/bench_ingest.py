@@ -35,7 +35,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tests.conftest import GatewayProcess, free_port
+from loadtests.gateway_process import GatewayProcess, free_port
 
 EVENT = ('{"event":"live_heartbeat","event_id":"%s","anonymous_id":"a-1","url":"https://www.example.com/live?ch=wx",'
          '"props":{"stream_id":"webinar-12","view_id":"v-1","mode":"live","watched_ms":10000}}')

@@ -109,7 +109,7 @@ def measure(sdk: str, host: str, key: str, n: int) -> dict[str, Any]:
 
 class Sink:
     def __init__(self) -> None:
-        from tests.conftest import free_port
+        from loadtests.gateway_process import free_port
 
         self.url = f"http://127.0.0.1:{free_port()}"
         self.proc = subprocess.Popen([sys.executable, "-m", "loadtests.sink", self.url.rsplit(":", 1)[1]],
@@ -126,7 +126,7 @@ class Sink:
 
 
 def run(n: int, rounds: int) -> dict[str, Any]:
-    from tests.conftest import GatewayProcess
+    from loadtests.gateway_process import GatewayProcess
 
     results: dict[tuple[str, str], list[dict[str, Any]]] = {}
     sink = Sink()

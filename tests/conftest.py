@@ -4,166 +4,28 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
-import orjson
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-
-SITES = """
-[[sites]]
-id = "site_a"
-write_key = "wk_a"
-secret_key = "sk_a"
-allowed_origins = ["https://a.example"]
-# Own referrer rules ahead of the built-in classes (qq.com is wechat): tests/analytics/harness.py RULES.
-referrer_channels = { "partner.example.org" = "partner", "mp.weixin.qq.com" = "wechat_official_account" }
-
-[[sites]]
-id = "site_b"
-write_key = "wk_b"
-secret_key = "sk_b"
-allowed_origins = ["*"]
-
-[[sites]]
-id = "site_c"
-write_key = "wk_c"
-secret_key = "sk_c"
-
-[[sites]]
-id = "limited"
-write_key = "wk_limited"
-rate_limit = 5
-
-[[users]]
-name = "admin"
-password = "admin-pw"
-readonly = false
-
-[[users]]
-name = "analyst"
-password = "analyst-pw"
-readonly = true
-"""
-
+# The gateway process helper lives in loadtests/, where the benchmarks can use it too; the tests import it
+# from here as they always did (the aliases mark the re-exports).
+from loadtests.gateway_process import ROOT as ROOT
+from loadtests.gateway_process import GatewayProcess as GatewayProcess
+from loadtests.gateway_process import free_port as free_port
 
 COUNT_ALL = "SELECT count() FROM clicktrail.events"
 DUPLICATES = ("SELECT count() FROM (SELECT site_id, event_id FROM clicktrail.events "
               "GROUP BY site_id, event_id HAVING count() > 1)")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def make_event(name: str = "page_view", **fields: Any) -> dict[str, Any]:
     event: dict[str, Any] = {"event": name, "event_id": uuid.uuid4().hex, "anonymous_id": "a-" + uuid.uuid4().hex[:12]}
     event.update(fields)
     return event
-
-
-class GatewayProcess:
-    def __init__(self, directory: Path, python: str = sys.executable, cwd: Path = ROOT, module: str = "gateway",
-                 **server: Any) -> None:
-        """``python``, ``cwd``: the interpreter that runs ``-m gateway`` and its folder (an installed wheel's test);
-        ``module``: what it runs (``tests.faults``: the gateway with faults switched by files in ``faults/``)."""
-        self.directory = directory
-        self.python, self.cwd, self.module = python, cwd, module
-        directory.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.clickhouse_port = free_port()
-        settings = {"host": "127.0.0.1", "port": self.port, "clickhouse_port": self.clickhouse_port,
-                    "ops_port": free_port(), "data_dir": "data", "segment_max_age_ms": 200, **server}
-        #: Where /metrics and /readyz are served: the ops port, or the ingest port with ``ops_port=0``.
-        self.ops_port: int = settings["ops_port"] or self.port
-        lines = ["[server]"] + [f"{k} = {orjson.dumps(v).decode()}" for k, v in settings.items()]
-        self.config = directory / "clicktrail.toml"
-        self.config.write_text("\n".join(lines) + "\n" + SITES)
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.http = httpx.Client(base_url=self.base, timeout=30)
-        self.ops = httpx.Client(base_url=f"http://127.0.0.1:{self.ops_port}", timeout=30)
-
-    # -- process ----------------------------------------------------------------------------------
-
-    def start(self, wait_ready: bool = True) -> GatewayProcess:
-        log = (self.directory / "gateway.log").open("ab")
-        self.proc = subprocess.Popen([self.python, "-m", self.module, "serve", "--config", str(self.config)],
-                                     cwd=self.cwd, stdout=log, stderr=log)
-        deadline = time.monotonic() + 60
-        path = "/readyz" if wait_ready else "/healthz"
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                if self.ops.get(path, timeout=1).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"gateway did not become ready:\n{self.log()}")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        code = self.proc.wait(timeout)
-        self.proc = None
-        return code
-
-    def kill(self) -> None:
-        self.stop(signal.SIGKILL)
-
-    def log(self) -> str:
-        path = self.directory / "gateway.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    # -- ingest -----------------------------------------------------------------------------------
-
-    def send(self, events: list[dict[str, Any]], key: str = "wk_a", **kwargs: Any) -> httpx.Response:
-        return self.http.post("/v1/batch", content=orjson.dumps({"batch": events}),
-                              headers={"X-Write-Key": key, "Content-Type": "application/json",
-                                       **kwargs.pop("headers", {})}, **kwargs)
-
-    # -- ClickHouse, through the gateway's HTTP interface -----------------------------------------
-
-    def query(self, sql: str, user: str = "admin", password: str = "admin-pw") -> str:
-        response = httpx.post(f"http://127.0.0.1:{self.clickhouse_port}/", content=sql.encode(),
-                              auth=(user, password), timeout=60)
-        if response.status_code != 200:
-            raise AssertionError(f"query failed ({response.status_code}): {response.text}")
-        return response.text
-
-    def rows(self, sql: str) -> list[dict[str, Any]]:
-        return [orjson.loads(line) for line in self.query(sql + " FORMAT JSONEachRow").splitlines()]
-
-    def scalar(self, sql: str) -> int:
-        return int(self.query(sql).strip())
-
-    def wait_for(self, sql: str, expected: int, timeout: float = 60) -> int:
-        """Poll a count until it reaches ``expected`` (loading is asynchronous), then return it."""
-        deadline = time.monotonic() + timeout
-        value = -1
-        while time.monotonic() < deadline:
-            try:
-                value = self.scalar(sql)
-            except AssertionError:  # ClickHouse not open yet (503): keep waiting
-                value = -1
-            if value >= expected:
-                return value
-            time.sleep(0.1)
-        return value
 
 
 def assert_exactly_once(gw: GatewayProcess, acked: list[str]) -> None:

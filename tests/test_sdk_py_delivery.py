@@ -62,7 +62,7 @@ def test_every_call_arrives_in_clickhouse(gateway: GatewayProcess) -> None:
         client.identify("u-1", traits={"company": "Acme"}, anonymous_id=anon)
         client.registration("live-1", anonymous_id=anon, props={"source": "crm"})
         client.live_heartbeat("live-1", "v-1", 30000, mode="replay", position_s=12.5, anonymous_id=anon)
-        client.lead_stage("u-1", "won", 1200.5, anonymous_id=anon, event_id="crm-deal-9")
+        client.lead_stage("u-1", "won", 1200.5, reason="framework agreement", anonymous_id=anon, event_id="crm-deal-9")
     assert client.stats() == clicktrail.Stats(sent=6)
     assert gateway.wait_for(count(anon), 6) == 6
     rows = {r["event"]: r for r in gateway.rows(
@@ -75,7 +75,7 @@ def test_every_call_arrives_in_clickhouse(gateway: GatewayProcess) -> None:
         "registration": {"source": "crm", "stream_id": "live-1"},
         "live_heartbeat": {"stream_id": "live-1", "view_id": "v-1", "mode": "replay", "watched_ms": 30000,
                            "position_s": 12.5},
-        "lead_stage": {"stage": "won", "amount": 1200.5},
+        "lead_stage": {"stage": "won", "amount": 1200.5, "reason": "framework agreement"},
     }
     assert (rows["page_view"]["channel"], rows["page_view"]["sharer"], rows["page_view"]["title"]) \
         == ("poster_3", "emp_7", "发布会")
@@ -157,7 +157,8 @@ def test_per_event_rejections_are_reported(gateway: GatewayProcess) -> None:
     assert ok and no_stream and bad_stage and only_bad
     assert sorted(failures) == sorted([
         clicktrail.Failure(no_stream, "props.stream_id: required"),
-        clicktrail.Failure(bad_stage, "props.stage: must be one of lead, mql, sql, opportunity, won, lost"),
+        clicktrail.Failure(bad_stage,
+                           "props.stage: must be one of lead, mql, sal, sql, opportunity, won, lost, nurture"),
         clicktrail.Failure(only_bad, "props.file_url: required"),
     ])
     assert client.stats() == clicktrail.Stats(sent=1, rejected=3)
@@ -236,7 +237,7 @@ def test_gateway_down_then_back_loses_nothing(new_gateway: Callable[..., Gateway
     while client.stats().retries < 3 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert client.stats().retries >= 3
-    time.sleep(1)  # a second of outage at least: a stale sent_at would shift ts by as much
+    time.sleep(3)  # 3 s of outage at least: a stale sent_at would shift ts by as much
     restarted = time.time() * 1000
     gw.start()
     assert client.flush(30)
@@ -247,8 +248,9 @@ def test_gateway_down_then_back_loses_nothing(new_gateway: Callable[..., Gateway
     assert gw.scalar(DUPLICATES) == 0
     late = [rows[i] for i in ids[100:]]
     assert all(_ms(r["received_at"]) >= restarted for r in late)
-    # ts is when track() was called, not when the gateway got it: sent_at is fresh on each attempt.
-    assert all(queued_from - 50 <= _ms(r["ts"]) <= queued_until + 500 for r in late)
+    # ts is when track() was called, not when the gateway got it: sent_at is fresh on each attempt. The
+    # margin (half the outage) is the request's own transit, which a loaded machine stretches.
+    assert all(queued_from - 50 <= _ms(r["ts"]) <= queued_until + 1500 for r in late)
     client.shutdown()
 
 
