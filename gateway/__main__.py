@@ -1,4 +1,5 @@
-"""``python -m gateway serve [--config FILE]``: run the gateway with embedded ClickHouse."""
+"""``python -m gateway serve [--config FILE]``: run the gateway with embedded ClickHouse.
+``python -m gateway costs import FILE.csv [--config FILE] [--user NAME]``: channel costs into it (gateway/costs.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import uvicorn
 
-from gateway import app, config, connections
+from gateway import app, config, connections, costs
 
 DEFAULT_CONFIG = Path("clicktrail.toml")
 
@@ -96,12 +97,31 @@ def serve(config_path: Path | None) -> int:
     return 0
 
 
+def import_costs(config_path: Path, path: Path, user: str | None) -> int:
+    try:
+        imported = costs.import_costs(config.load(config_path), path, user)
+    except (config.ConfigError, OSError, costs.CostsError) as exc:
+        print(f"clicktrail: {exc}", file=sys.stderr)
+        return 1
+    print(f"imported {imported} cost rows into clicktrail.channel_costs", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gateway", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("serve", help="run the gateway")
     run.add_argument("--config", type=Path, help=f"TOML config (default: {DEFAULT_CONFIG}, written on first run)")
+    cost = commands.add_parser("costs", help="channel costs, for channel_roi")
+    cost.add_argument("action", choices=["import"], help="import FILE.csv (site_id, channel, day, cost) into the "
+                                                         "running gateway's clicktrail.channel_costs")
+    cost.add_argument("file", type=Path, help="CSV with the header site_id,channel,day,cost")
+    cost.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=f"the gateway's config (default: "
+                                                                          f"{DEFAULT_CONFIG})")
+    cost.add_argument("--user", help="the admin user to write as (default: the config's first admin)")
     args = parser.parse_args(argv)
+    if args.command == "costs":
+        return import_costs(args.config, args.file, args.user)
     return serve(args.config)
 
 

@@ -14,15 +14,19 @@
    migration and view. Reported: rows per second of insert time for each and the ratio a/b (target >= 0.7).
 3. On (a), once its background merges settle: every analyst view ClickHouse lists, for one site over one
    calendar month (a filter on the view's time column where it has one, on event_channels also the conversion
-   events: a month of every event is a million rows; the parameters for attribution),
-   against a baseline written here that computes the same answer from the raw ``events`` table alone (the
-   referrer rules' dictionary aside, which is configuration). Both results are compared row by row first; a
+   events: a month of every event is a million rows; the parameters for attribution and channel_roi, whose
+   costs fill_costs writes as an admin would import them); funnel, funnel_by_channel and the lifecycle views over
+   every day of the data (60 days: the issue's "quarter" of data, as long as the data goes); stream_influence for
+   the month's first webinar over 30 days; against a baseline written here that computes the same answer from
+   the raw ``events`` table alone (the referrer rules' dictionary and the costs aside, which are configuration
+   and input). Both results are compared row by row first; a
    difference stops the run (exit 1), as a fast view that answers something else is worth nothing. Each side
    is then timed three times (FORMAT Null: the engine's time, not Python's parsing) and the median kept.
    Target: the view at least 10x faster.
 
 Prints the command, a table, then a JSON line. Missed targets are flagged, not failed: some views read raw
-events themselves (attribution's conversions, stream_audience's later visits). Everything runs in this
+events themselves (attribution's conversions, stream_audience's later visits, the funnels' steps, which may
+name any event or prop). Everything runs in this
 process on a temporary directory under /tmp; with the default N it takes about a quarter of an hour on two
 cores and needs about 2 x 7 GB of disk.
 """
@@ -69,8 +73,9 @@ from loadtests.traffic import (
     PAGES,
     SECOND_MS,
     SITES,
-    STAGES,
     arrival,
+    stage_props,
+    stage_walk,
 )
 
 DEFAULT_EVENTS = 10_000_000
@@ -81,7 +86,8 @@ RUNS = 3
 #: The site and the views measured; the other two sites are there so that every query has to filter.
 SITE = "site_a"
 #: Views the views' files mark "Internal": building blocks of the others, not answers of their own.
-INTERNAL = frozenset({"live_view_persons", "stream_activity_persons", "attribution_credits", "content_hit_persons"})
+INTERNAL = frozenset({"live_view_persons", "stream_activity_persons", "attribution_credits", "content_hit_persons",
+                      "funnel_persons", "funnel_steps", "lead_stage_persons", "lead_persons", "lifecycle_stages"})
 CONVERSIONS = ("registration", "lead_stage:mql")
 CONVERSION_EVENTS = "('registration', 'form_submit', 'download')"
 MODELS = ("first_touch", "last_touch", "linear", "u_shaped", "time_decay")
@@ -214,11 +220,9 @@ class _Site:
         if kind == "anon":
             return
         t = known + rng.randint(HOUR_MS, 2 * DAY_MS)
-        for stage in STAGES:
-            self.plan(t, self.server, person, "lead_stage", "", {"stage": stage}, {})
+        for stage in stage_walk(rng):
+            self.plan(t, self.server, person, "lead_stage", "", stage_props(rng, stage), {})
             t += rng.randint(DAY_MS, 7 * DAY_MS)
-            if rng.random() < 0.45:
-                break
         for _ in range(rng.randint(0, 2)):
             fields = {"channel": rng.choice(("edm_0312", "edm_invite"))}
             if rng.random() < 0.3:
@@ -481,20 +485,30 @@ def generate(directory: Path, events: int, day0: int, now_ms: int, seed: int = 7
 # --- loading --------------------------------------------------------------------------------------------------------
 
 
+#: The migrations of the raw table itself: its creation and the loader's dedup index.
+EVENTS_MIGRATIONS = ("0001_events.sql", "0009_dedup_ts.sql")
+
+
 class EventsOnlyStore(Store):
-    """Store (b): migration 0001 alone has no referrer rules table to write the config's rules into."""
+    """Store (b): the raw table alone has no referrer rules table to write the config's rules into, and no
+    persons dictionary to reload."""
 
     def _write_referrer_channels(self) -> None:
+        pass
+
+    def refresh_persons(self) -> None:
         pass
 
 
 @contextlib.contextmanager
 def events_table_only(scratch: Path) -> Iterator[None]:
-    """Point the migrator at migration 0001 and no views: the raw table, without a materialized view."""
+    """Point the migrator at the raw table's migrations and no views: the raw table (with the loader's dedup
+    index), without a materialized view."""
     migrations, views = scratch / "migrations", scratch / "views"
     migrations.mkdir(parents=True)
     views.mkdir()
-    shutil.copy(store_module.MIGRATIONS / "0001_events.sql", migrations)
+    for name in EVENTS_MIGRATIONS:
+        shutil.copy(store_module.MIGRATIONS / name, migrations)
     saved = store_module.MIGRATIONS, store_module.VIEWS
     store_module.MIGRATIONS, store_module.VIEWS = migrations, views
     try:
@@ -515,9 +529,11 @@ class Load:
         return self.rows / self.insert_s
 
 
-def load(store: Store, segments: list[Path], spool_dir: Path, expected: int) -> Load:
+def load(store: Store, segments: list[Path], spool_dir: Path, expected: int, duplicates: int = 0) -> Load:
     """Run the gateway's Loader over (hard links to) the segments until the spool is empty; the insert time is
-    the loader's own measure (its metrics), as /metrics reports it."""
+    the loader's own measure (its metrics), as /metrics reports it. ``expected``: the rows events must gain;
+    ``duplicates``: the segments' other rows, which the dedup must drop (the rate counts them all)."""
+    before = int(store.query(f"SELECT count() FROM {DATABASE}.events", readonly=False))
     spool_dir.mkdir()
     for segment in segments:
         os.link(segment, spool_dir / segment.name)
@@ -534,10 +550,24 @@ def load(store: Store, segments: list[Path], spool_dir: Path, expected: int) -> 
         time.sleep(0.05)
     wall = time.perf_counter() - started
     loader.stop(60)
-    stored = int(store.query(f"SELECT count() FROM {DATABASE}.events", readonly=False))
-    if stored != expected or metrics.loaded_rows != expected:
-        raise SystemExit(f"wrote {expected} rows, the loader inserted {metrics.loaded_rows}, events holds {stored}")
-    return Load(stored, metrics.insert_seconds_sum, wall, metrics.insert_count)
+    gained = int(store.query(f"SELECT count() FROM {DATABASE}.events", readonly=False)) - before
+    if gained != expected or metrics.loaded_rows != expected + duplicates:
+        raise SystemExit(f"wrote {expected} new rows and {duplicates} duplicates, the loader inserted "
+                         f"{metrics.loaded_rows}, events gained {gained}")
+    return Load(metrics.loaded_rows, metrics.insert_seconds_sum, wall, metrics.insert_count)
+
+
+def fill_costs(store: Store, day0: int, seed: int = 7) -> None:
+    """Daily costs of every channel code and a few channels of other kinds, for each site and day of the data, as
+    an admin imports them (channel_roi reads them)."""
+    rng = random.Random(seed)
+    channels = (*CODES, "search", "wechat", "social", "baidu", "edm_replay", "sms_reminder")
+    rows = [{"site_id": site_id, "channel": channel, "day": str(datetime.fromtimestamp(day0 / 1000, UTC).date()
+                                                                 + timedelta(days=day)),
+             "cost": round(rng.uniform(100, 5000), 2)}
+            for site_id in SITES for channel in channels for day in range(DAYS)]
+    store.query(f"INSERT INTO {DATABASE}.channel_costs FORMAT JSONEachRow\n"
+                + "\n".join(orjson.dumps(r).decode() for r in rows), readonly=False)
 
 
 def settle(store: Store) -> float:
@@ -666,7 +696,79 @@ SESSIONS = """sessions AS (
         ON t.person_id = s.person_id AND t.ts <= s.entry_ts
 )"""
 
-FRAGMENTS = {"ids": IDS, "touches": TOUCHES, "views": VIEWS, "acts": ACTS, "minutes": MINUTES, "sessions": SESSIONS}
+# Every lead_stage of the site with its person, rank in the lifecycle and amount.
+STAGES = """stages AS (
+    SELECT if(e.user_id != '', e.user_id, if(i.person_id != '', i.person_id, e.anonymous_id)) AS person_id,
+           e.ts AS ts, e.event_id AS event_id, JSONExtractString(e.props, 'stage') AS stage,
+           indexOf(['lead', 'mql', 'sal', 'sql', 'opportunity', 'won'], stage) AS rank,
+           JSONExtractFloat(e.props, 'amount') AS amount
+    FROM clicktrail.events AS e
+    LEFT JOIN ids AS i ON i.anonymous_id = e.anonymous_id
+    WHERE e.site_id = '$site' AND e.event = 'lead_stage'
+)"""
+
+# One row per person with a lead_stage or a form_submit: when they became a lead, entered the lifecycle and reached
+# each stage (NULL: never), their latest stage and first won.
+LEADS = """leads AS (
+    SELECT person_id, min(ts) AS lead_at, minIfOrNull(ts, is_stage) AS entered_at,
+           [entered_at, minIfOrNull(ts, rank >= 2), minIfOrNull(ts, rank >= 3), minIfOrNull(ts, rank >= 4),
+            minIfOrNull(ts, rank >= 5), minIfOrNull(ts, rank >= 6)] AS reached,
+           argMaxIf(stage, (ts, event_id), is_stage) AS latest_stage, minIfOrNull(ts, stage = 'won') AS first_won_at
+    FROM (
+        SELECT person_id, ts, event_id, stage, rank, 1 AS is_stage FROM stages
+        UNION ALL
+        SELECT if(e.user_id != '', e.user_id, if(i.person_id != '', i.person_id, e.anonymous_id)), e.ts, e.event_id,
+               '', 0, 0
+        FROM clicktrail.events AS e
+        LEFT JOIN ids AS i ON i.anonymous_id = e.anonymous_id
+        WHERE e.site_id = '$site' AND e.event = 'form_submit'
+    )
+    GROUP BY person_id
+)"""
+
+# Each person's first touch ever ($touch_time must be empty).
+FIRST_TOUCHES = """first_touches AS (
+    SELECT person_id, argMin(channel, (ts, event_id)) AS channel, argMin(sharer, (ts, event_id)) AS sharer,
+           min(ts) AS first_ts
+    FROM touches
+    GROUP BY person_id
+)"""
+
+# The funnel FUNNEL_STEPS over the data's days [$q0, $q1] with a window of $window_s: per person at step 1, the times
+# of their first way through as far as they got.
+CHAINS = """chains AS (
+    SELECT person_id, arrayFirst(c -> length(c) = arrayMax(arrayMap(x -> length(x), cs)), cs) AS chain
+    FROM (
+        SELECT person_id,
+               arrayMap(i -> arrayFold(
+                            (acc, e) -> if(length(acc) < 4 AND e.2[length(acc) + 1] AND e.1 > acc[-1]
+                                           AND e.1 <= acc[1] + $window_s * 1000, arrayPushBack(acc, e.1), acc),
+                            arraySlice(evs, i + 1), [evs[i].1]),
+                        arrayFilter(i -> evs[i].2[1], arrayEnumerate(evs))) AS cs
+        FROM (
+            SELECT person_id, arraySort(groupArray((ms, matched))) AS evs
+            FROM (
+                SELECT if(e.user_id != '', e.user_id, if(i.person_id != '', i.person_id, e.anonymous_id)) AS person_id,
+                       toUnixTimestamp64Milli(e.ts) AS ms,
+                       [e.event = 'page_view' AND toDate(e.ts) <= '$q1', e.event = 'registration',
+                        e.event = 'live_join' AND JSONType(e.props, 'mode') = 'String'
+                            AND JSONExtractString(e.props, 'mode') = 'live',
+                        e.event = 'form_submit'] AS matched
+                FROM clicktrail.events AS e
+                LEFT JOIN ids AS i ON i.anonymous_id = e.anonymous_id
+                WHERE e.site_id = '$site' AND e.event IN ('page_view', 'registration', 'live_join', 'form_submit')
+                  AND e.ts >= '$q0 00:00:00' AND e.ts < toDateTime64('$q1', 3, 'UTC') + INTERVAL 1 DAY
+                                                       + INTERVAL $window_s SECOND
+            )
+            WHERE has(matched, 1)
+            GROUP BY person_id
+        )
+    )
+    WHERE length(cs) > 0
+)"""
+
+FRAGMENTS = {"ids": IDS, "touches": TOUCHES, "views": VIEWS, "acts": ACTS, "minutes": MINUTES, "sessions": SESSIONS,
+             "stages": STAGES, "leads": LEADS, "first_touches": FIRST_TOUCHES, "chains": CHAINS}
 
 RAW: dict[str, str] = {
     "identities": """
@@ -898,6 +1000,166 @@ FROM (
 )""",
 }
 
+RAW["first_touch_channels"] = """
+WITH $ids, $touches, $first_touches
+SELECT '$site' AS site_id, person_id, channel, sharer, first_ts FROM first_touches"""
+
+# --- Analytics II: funnels, the lifecycle, ROI and influence (parameterized views) ---------------------------------
+
+FUNNEL_STEPS = "['page_view', 'registration', 'live_join[mode=live]', 'form_submit']"
+FUNNEL_WINDOW_S = 14 * 86400
+INFLUENCE_DAYS = 30
+
+# funnel and funnel_by_channel: $persons gives each chain its channel ('' for funnel), $channel the column.
+FUNNEL = """
+WITH $ids, $touches, $first_touches, $chains
+SELECT $channel step, $funnel_steps[step] AS name, countIf(length(chain) >= step) AS persons,
+       if(countIf(length(chain) >= greatest(step - 1, 1)) = 0, 0.,
+          persons / countIf(length(chain) >= greatest(step - 1, 1))) AS conversion_from_previous,
+       persons / count() AS conversion_from_first,
+       if(step = 1 OR persons = 0, 0.,
+          quantileExactInclusiveIf(0.5)((chain[step] - chain[step - 1]) / 1000, length(chain) >= step))
+           AS median_s_from_previous
+FROM ($persons)
+ARRAY JOIN range(1, 5) AS step
+GROUP BY channel, step"""
+
+FUNNEL_PERSONS = {
+    "funnel": "SELECT chain, '' AS channel FROM chains",
+    "funnel_by_channel": "SELECT c.chain AS chain, if(f.channel = '', '(direct)', f.channel) AS channel "
+                         "FROM chains AS c LEFT JOIN first_touches AS f ON f.person_id = c.person_id",
+}
+
+# lifecycle_funnel and lifecycle_by_channel, for the cohort of [$q0, $q1]: $persons as for funnels.
+LIFECYCLE = """
+WITH $ids, $touches, $first_touches, $stages, $leads,
+     ['lead', 'mql', 'sal', 'sql', 'opportunity', 'won'] AS stage_names, [0, 1, 0, 2, 4, 5] AS reference_from,
+     [0., 0.15, 0., 0.5, 0.41, 0.37] AS reference_rates
+SELECT $channel stage_names[step] AS stage, countIf(reached[step] IS NOT NULL) AS persons,
+       if(countIf(reached[greatest(step - 1, 1)] IS NOT NULL) = 0, 0.,
+          persons / countIf(reached[greatest(step - 1, 1)] IS NOT NULL)) AS conversion_from_previous,
+       if(reference_from[step] = 0, NULL, reference_rates[step]) AS reference_rate,
+       if(reference_from[step] = 0, NULL, if(countIf(reached[reference_from[step]] IS NOT NULL) = 0, 0.,
+          persons / countIf(reached[reference_from[step]] IS NOT NULL))) AS reference_conversion,
+       if(step = 1 OR persons = 0, 0., quantileExactInclusiveIf(0.5)(
+           (toUnixTimestamp64Milli(reached[step]) - toUnixTimestamp64Milli(reached[step - 1])) / 86400000,
+           reached[step] IS NOT NULL)) AS median_days_from_previous,
+       countIf(latest_stage = 'lost' AND arrayCount(t -> t IS NOT NULL, reached) = step) AS lost
+FROM ($persons)
+ARRAY JOIN range(1, 7) AS step
+GROUP BY channel, step"""
+
+LIFECYCLE_PERSONS = {
+    "lifecycle_funnel": "SELECT reached, latest_stage, '' AS channel FROM leads WHERE entered_at IS NOT NULL "
+                        "AND toDate(entered_at) BETWEEN '$q0' AND '$q1'",
+    "lifecycle_by_channel": "SELECT l.reached AS reached, l.latest_stage AS latest_stage, "
+                            "if(f.channel = '', '(direct)', f.channel) AS channel FROM leads AS l "
+                            "LEFT JOIN first_touches AS f ON f.person_id = l.person_id WHERE l.entered_at IS NOT NULL "
+                            "AND toDate(l.entered_at) BETWEEN '$q0' AND '$q1'",
+}
+
+PIPELINE_RAW = {
+    "lifecycle_recycling": """
+WITH $ids, $stages, ['lead', 'mql', 'sal', 'sql', 'opportunity', 'won'] AS stage_names
+SELECT stage_names[from_rank] AS from_stage, count() AS nurtured, countIf(returned_at IS NOT NULL) AS returned,
+       returned / nurtured AS return_rate,
+       if(returned = 0, 0., quantileExactInclusiveIf(0.5)(
+           (toUnixTimestamp64Milli(returned_at) - toUnixTimestamp64Milli(nurtured_at)) / 86400000,
+           returned_at IS NOT NULL)) AS median_days_to_return
+FROM (
+    SELECT n.person_id AS person_id, n.nurtured_at AS nurtured_at,
+           greatest(1, maxIf(s.rank, s.ts < n.nurtured_at)) AS from_rank,
+           minIfOrNull(s.ts, s.rank >= 2 AND s.ts > n.nurtured_at) AS returned_at
+    FROM (
+        SELECT person_id, min(ts) AS nurtured_at FROM stages
+        WHERE stage = 'nurture' AND toDate(ts) BETWEEN '$q0' AND '$q1'
+        GROUP BY person_id
+    ) AS n
+    INNER JOIN stages AS s ON s.person_id = n.person_id
+    GROUP BY person_id, nurtured_at
+)
+GROUP BY from_rank""",
+    "channel_roi": """
+WITH $ids, $touches, $first_touches, $stages, $leads
+SELECT channel, sum(c) AS cost, sum(n) AS new_leads, if(new_leads = 0, 0., cost / new_leads) AS cpl,
+       sum(o) AS opportunities, sum(r) AS won_revenue, if(cost = 0, 0., (won_revenue - cost) / cost) AS roi
+FROM (
+    SELECT channel, cost AS c, 0 AS n, 0 AS o, 0. AS r
+    FROM clicktrail.channel_costs FINAL
+    WHERE site_id = '$site' AND day BETWEEN '$d0' AND '$d1'
+    UNION ALL
+    SELECT if(f.channel = '', '(direct)', f.channel), 0, p.n, p.o, p.r
+    FROM (
+        SELECT person_id, toDate(lead_at) BETWEEN '$d0' AND '$d1' AS n,
+               ifNull(toDate(reached[5]) BETWEEN '$d0' AND '$d1', 0) AS o, 0. AS r, 0 AS won
+        FROM leads
+        UNION ALL
+        SELECT person_id, 0, 0, amount, 1 FROM stages WHERE stage = 'won' AND toDate(ts) BETWEEN '$d0' AND '$d1'
+    ) AS p
+    LEFT JOIN first_touches AS f ON f.person_id = p.person_id
+    WHERE p.n OR p.o OR p.won
+)
+GROUP BY channel""",
+    "stream_influence": """
+WITH $ids, $views, $stages, $leads,
+viewers AS (
+    SELECT v.person_id AS person_id, v.t0 AS t0,
+           multiIf(l.first_won_at < v.t0, 'customer', l.lead_at < v.t0, 'existing_lead', 'new') AS category
+    FROM (SELECT person_id, min(first_view_ts) AS t0 FROM views WHERE stream_id = '$stream' AND viewing
+          GROUP BY person_id) AS v
+    LEFT JOIN (SELECT person_id, first_won_at, toNullable(lead_at) AS lead_at FROM leads) AS l
+        ON l.person_id = v.person_id
+),
+outcomes AS (
+    SELECT v.person_id AS person_id, 1 AS opportunity, sumIf(s.amount, s.stage = 'won') AS revenue
+    FROM viewers AS v
+    INNER JOIN (SELECT * FROM stages WHERE stage IN ('opportunity', 'won')) AS s ON s.person_id = v.person_id
+    WHERE s.ts > v.t0 AND s.ts <= v.t0 + INTERVAL $window_days DAY
+    GROUP BY person_id
+)
+SELECT row AS category, countIf(category_of = row) AS viewers,
+       countIf(category_of = row AND opportunity = 1) AS opportunities,
+       if(viewers = 0, 0., opportunities / viewers) AS opportunity_rate,
+       sumIf(revenue, category_of = row) AS won_revenue
+FROM (
+    SELECT v.category AS category_of, o.opportunity AS opportunity, o.revenue AS revenue
+    FROM viewers AS v
+    LEFT JOIN outcomes AS o ON o.person_id = v.person_id
+)
+ARRAY JOIN ['new', 'existing_lead', 'customer'] AS row
+GROUP BY row""",
+}
+
+#: The parameterized views of Analytics II, each measured once.
+PIPELINE_VIEWS = frozenset({*FUNNEL_PERSONS, *LIFECYCLE_PERSONS, *PIPELINE_RAW})
+
+
+def pipeline_cases(views: set[str], month: date, days: tuple[date, date], stream: str) -> list[Case]:
+    """The funnels and the lifecycle over every day of the data (``days``: the bench's quarter, 60 days of it), ROI
+    over ``month``, the influence of ``stream`` over 30 days; for SITE."""
+    end = (month + timedelta(days=32)).replace(day=1)
+    values = {"site": SITE, "q0": str(days[0]), "q1": str(days[1]), "d0": str(month),
+              "d1": str(end - timedelta(days=1)), "touch_time": "", "window_s": str(FUNNEL_WINDOW_S),
+              "funnel_steps": FUNNEL_STEPS, "stream": stream, "window_days": str(INFLUENCE_DAYS)}
+    funnel = f"steps = {FUNNEL_STEPS}, window_s = {FUNNEL_WINDOW_S}, date_from = '$q0', date_to = '$q1'"
+    params = {"funnel": funnel, "funnel_by_channel": funnel, "lifecycle_funnel": "date_from = '$q0', date_to = '$q1'",
+              "lifecycle_by_channel": "date_from = '$q0', date_to = '$q1'",
+              "lifecycle_recycling": "date_from = '$q0', date_to = '$q1'",
+              "channel_roi": "date_from = '$d0', date_to = '$d1'",
+              "stream_influence": f"stream = '$stream', window_days = {INFLUENCE_DAYS}"}
+    raw = {**{view: Template(FUNNEL).safe_substitute(persons=persons, channel="channel," if "channel" in view else "")
+              for view, persons in FUNNEL_PERSONS.items()},
+           **{view: Template(LIFECYCLE).safe_substitute(persons=persons,
+                                                        channel="channel," if "channel" in view else "")
+              for view, persons in LIFECYCLE_PERSONS.items()},
+           **PIPELINE_RAW}
+    out = []
+    for view in sorted(views & raw.keys()):
+        sql = f"SELECT * FROM {DATABASE}.{view}(site = '$site', {params[view]})"
+        out.append(Case(view, _fill(sql, values), _fill(raw[view], values)))
+    return out
+
+
 # attribution and attribution_by_sharer: $conversion is the filter on the conversion events, $credit a touch's
 # credit (touch k of n; decay holds each touch's 2^(-age / 7 days)), $by the column credited.
 ATTRIBUTION = """
@@ -1042,15 +1304,19 @@ class Measured:
         return self.raw_ms / self.view_ms
 
 
-def measure(store: Store, month: date) -> tuple[list[Measured], list[str]]:
-    """Every case, checked then timed; and the analyst views found that have no baseline here."""
+def measure(store: Store, month: date, days: tuple[date, date]) -> tuple[list[Measured], list[str]]:
+    """Every case, checked then timed; and the analyst views found that have no baseline here. ``days``: the first
+    and last day of the data."""
     found = {line.decode() for line in store.query(
         f"SELECT name FROM system.tables WHERE database = '{DATABASE}' AND engine = 'View'", readonly=False).split()}
     views = found - INTERNAL
+    # The month's first webinar, for stream_influence.
+    stream = store.query(f"SELECT stream_id FROM {DATABASE}.live_stream_stats WHERE site_id = '{SITE}' AND"
+                         f" toStartOfMonth(first_ts) = '{month}' ORDER BY first_ts LIMIT 1", readonly=False).decode()
     conn = store.connect(readonly=True)
     results = []
     try:
-        for case in cases(views, month):
+        for case in cases(views, month) + pipeline_cases(views, month, days, stream.strip()):
             view_rows, raw_rows = fetch(conn, case.view_sql), fetch(conn, case.raw_sql)
             if not view_rows:
                 raise SystemExit(f"{case.label}: no rows for {SITE} in {month:%Y-%m}; the data misses what it counts")
@@ -1062,7 +1328,7 @@ def measure(store: Store, month: date) -> tuple[list[Measured], list[str]]:
             print(f"  {case.label}: {results[-1].speedup:.1f}x", file=sys.stderr, flush=True)
     finally:
         conn.close()
-    return results, sorted(views - RAW.keys() - {"attribution", "attribution_by_sharer"})
+    return results, sorted(views - RAW.keys() - PIPELINE_VIEWS - {"attribution", "attribution_by_sharer"})
 
 
 # --- the run --------------------------------------------------------------------------------------------------------
@@ -1105,8 +1371,10 @@ def main() -> int:
         try:
             load_a = load(store, segments, root / "spool-a", rows)
             print(f"loaded (a): {load_a.rows_per_s:,.0f} rows/s", file=sys.stderr, flush=True)
+            fill_costs(store, day0)
             settled_s = settle(store)
-            measured, unmeasured = measure(store, month)
+            first_day = datetime.fromtimestamp(day0 / 1000, UTC).date()
+            measured, unmeasured = measure(store, month, (first_day, first_day + timedelta(days=DAYS - 1)))
         finally:
             store.close()
     finally:

@@ -9,6 +9,7 @@ one of them upper-case with a port, which a channel must drop.
 from __future__ import annotations
 
 import random
+from typing import Any
 
 SECOND_MS = 1000
 MINUTE_MS = 60_000
@@ -65,7 +66,20 @@ ARRIVALS = {
     "login": {"direct": 1},
 }
 KINDS = ("comment", "like", "lottery", "survey", "cta")
-STAGES = ("lead", "mql", "sql", "opportunity")
+#: The CRM's next stage after each, with weights ('': the lead stays where it is): leads move on, skip stages, get
+#: lost, go back to marketing (nurture) and come back as MQLs; a customer may get an upsell opportunity.
+STAGE_FLOW: dict[str, dict[str, int]] = {
+    "lead": {"mql": 50, "sql": 8, "lost": 10, "": 32},
+    "mql": {"sal": 45, "sql": 12, "nurture": 20, "": 23},
+    "sal": {"sql": 60, "nurture": 12, "lost": 10, "": 18},
+    "sql": {"opportunity": 55, "won": 5, "lost": 15, "nurture": 8, "": 17},
+    "opportunity": {"won": 55, "lost": 30, "": 15},
+    "nurture": {"mql": 55, "": 45},
+    "won": {"opportunity": 30, "": 70},
+    "lost": {"nurture": 10, "": 90},
+}
+REASONS = {"lost": ("no budget", "chose a competitor", "project cancelled"),
+           "nurture": ("not ready yet", "budget next quarter", "no decision maker")}
 
 
 def arrival(rng: random.Random, purpose: str, codes: tuple[str, ...] = CODES,
@@ -88,3 +102,29 @@ def arrival(rng: random.Random, purpose: str, codes: tuple[str, ...] = CODES,
     if kind == "direct":
         return {}, ""
     return {}, rng.choice(REFERRERS[kind])
+
+
+def stage_walk(rng: random.Random, limit: int = 10) -> list[str]:
+    """A lead's stages as a CRM records them, at most ``limit``: from lead (sometimes straight in as an MQL) along
+    STAGE_FLOW."""
+    path = [rng.choices(("lead", "mql"), (85, 15))[0]]
+    while len(path) < limit:
+        flow = STAGE_FLOW[path[-1]]
+        following = rng.choices(list(flow), list(flow.values()))[0]
+        if not following:
+            break
+        path.append(following)
+    return path
+
+
+def stage_props(rng: random.Random, stage: str) -> dict[str, Any]:
+    """A lead_stage's props: lost and nurture carry a reason; won and (its expected value) opportunity an amount, a
+    few wins none or null (a deal without a value)."""
+    props: dict[str, Any] = {"stage": stage}
+    if stage in REASONS:
+        props["reason"] = rng.choice(REASONS[stage])
+    if stage == "opportunity" or (stage == "won" and rng.random() < 0.9):
+        props["amount"] = rng.randint(5, 200) * 1000
+    elif stage == "won" and rng.random() < 0.5:
+        props["amount"] = None
+    return props

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,19 +55,20 @@ def test_invalid_vector_on_the_single_endpoint(gateway: GatewayProcess, vector: 
 
 
 def test_valid_vectors_are_stored_as_normalized(gateway: GatewayProcess) -> None:
-    # site_b stores them; event_ids repeat across vectors, so the first of each id is the one stored.
-    response = gateway.send([v["event"] for v in VALID], key="wk_b")
+    # site_b stores them, each under an event_id of its own: many vectors share theirs, and the loader takes
+    # an event_id sent with another ts for another event (its dedup key is the id with the client's ts).
+    shared = Counter(v["event"]["event_id"] for v in VALID)
+    events = [{**v["event"], "event_id": f"{v['event']['event_id']}-{i}"} if shared[v["event"]["event_id"]] > 1
+              else v["event"] for i, v in enumerate(VALID)]
+    response = gateway.send(events, key="wk_b")
     assert response.status_code == 200
     assert response.json() == {"accepted": len(VALID), "rejected": []}
-    first: dict[str, dict[str, Any]] = {}
-    for vector in VALID:
-        first.setdefault(vector["event"]["event_id"], vector)
     sql = "SELECT count() FROM clicktrail.events WHERE site_id = 'site_b'"
-    assert gateway.wait_for(sql, len(first)) == len(first)
+    assert gateway.wait_for(sql, len(VALID)) == len(VALID)
     rows = {r["event_id"]: r for r in gateway.rows("SELECT * FROM clicktrail.events WHERE site_id = 'site_b'")}
-    for event_id, vector in first.items():
-        row = rows[event_id]
-        for field, expected in vector.get("expect", {}).items():
+    for event, vector in zip(events, VALID, strict=True):
+        row = rows[event["event_id"]]
+        for field, expected in {**vector.get("expect", {}), "event_id": event["event_id"]}.items():
             if field == "props":
                 assert orjson.loads(row["props"]) == expected, vector["name"]
             elif field == "ts":

@@ -152,7 +152,7 @@ def test_python_values_become_the_json_the_contract_expects() -> None:
                          "props": {"stage": "won", "amount": float("inf")}})
 
 
-STAGES = "must be one of lead, mql, sql, opportunity, won, lost"
+STAGES = "must be one of lead, mql, sal, sql, opportunity, won, lost, nurture"
 MISTAKES: list[tuple[str, tuple[object, ...], dict[str, object], str]] = [
     ("registration", ("",), {"user_id": "u-1"}, "props.stream_id: must not be empty"),
     ("lead_stage", ("u-1", "customer"), {}, f"props.stage: {STAGES}"),

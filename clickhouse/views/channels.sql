@@ -1,24 +1,27 @@
 -- Channels (渠道): each touch with its channel and person, and the rule that gives any event its channel.
 
--- touch_channels: one row per touch, with its person (resolved through identities) and channel: the
--- one it names itself, else the referrer's: the site's rule, else the built-in class, for the longest
--- domain the host equals or ends in, else the host itself.
+-- clicktrail_referrer_channel(site_id, referrer_host): the channel a referrer host stands for: the site's own
+-- rule, else the built-in class, for the longest domain the host equals or ends in (m.sogou.com, sogou.com,
+-- com), else the host itself.
+CREATE OR REPLACE FUNCTION clicktrail_referrer_channel AS (site, host) ->
+    arrayFirst(c -> c != '', arrayConcat(
+        arrayFlatten(arrayMap(rules -> arrayMap(
+            domain -> dictGetOrDefault('clicktrail.referrer_channels_dict', 'channel', (rules, domain), ''),
+            arrayMap(k -> arrayStringConcat(arraySlice(splitByChar('.', host), k), '.'),
+                     arrayEnumerate(splitByChar('.', host)))), [site, ''])),
+        [host]));
+
+-- touch_channels: one row per touch, with its person and channel: the one it names itself, else its
+-- referrer's. A site has a few dozen referrer hosts and many thousand touches, so each host's channel is
+-- worked out once per query and joined, not once per touch.
 CREATE OR REPLACE VIEW clicktrail.touch_channels AS
-SELECT t.site_id AS site_id,
-       if(t.user_id != '', t.user_id, if(i.person_id != '', i.person_id, t.anonymous_id)) AS person_id,
-       t.ts AS ts, t.event_id AS event_id, t.sharer AS sharer,
-       if(t.direct != '', t.direct, arrayFirst(c -> c != '', arrayConcat(
-           arrayMap(d -> dictGetOrDefault('clicktrail.referrer_channels_dict', 'channel', (t.site_id, d), ''),
-                    t.domains),
-           arrayMap(d -> dictGetOrDefault('clicktrail.referrer_channels_dict', 'channel', ('', d), ''), t.domains),
-           [t.referrer_host]))) AS channel
-FROM (
-    -- The host and every domain it ends in, longest first: m.sogou.com, sogou.com, com.
-    SELECT *, arrayMap(k -> arrayStringConcat(arraySlice(splitByChar('.', referrer_host), k), '.'),
-                       arrayEnumerate(splitByChar('.', referrer_host))) AS domains
-    FROM clicktrail.touches FINAL
-) AS t
-LEFT JOIN clicktrail.identities AS i ON i.site_id = t.site_id AND i.anonymous_id = t.anonymous_id;
+SELECT t.site_id AS site_id, clicktrail_person(t.site_id, t.anonymous_id, t.user_id) AS person_id,
+       t.ts AS ts, t.event_id AS event_id, t.sharer AS sharer, if(t.direct != '', t.direct, r.channel) AS channel
+FROM clicktrail.touches AS t FINAL
+LEFT JOIN (
+    SELECT site_id, referrer_host, clicktrail_referrer_channel(site_id, referrer_host) AS channel
+    FROM (SELECT DISTINCT site_id, referrer_host FROM clicktrail.touches WHERE direct = '')
+) AS r ON r.site_id = t.site_id AND r.referrer_host = t.referrer_host;
 
 -- event_channels: every event with its person and its channel by the last-touch rule: the channel of
 -- its person's latest touch at or before it within 90 days, '(direct)' without one. Filter by site_id
@@ -28,9 +31,16 @@ SELECT e.site_id AS site_id, e.event_id AS event_id, e.event AS event, e.ts AS t
        if(t.event_id != '' AND t.ts >= e.ts - INTERVAL 90 DAY, t.channel, '(direct)') AS channel,
        if(t.event_id != '' AND t.ts >= e.ts - INTERVAL 90 DAY, t.sharer, '') AS sharer
 FROM (
-    SELECT ev.site_id AS site_id, ev.event_id AS event_id, ev.event AS event, ev.ts AS ts,
-           if(ev.user_id != '', ev.user_id, if(i.person_id != '', i.person_id, ev.anonymous_id)) AS person_id
-    FROM clicktrail.events AS ev
-    LEFT JOIN clicktrail.identities AS i ON i.site_id = ev.site_id AND i.anonymous_id = ev.anonymous_id
+    SELECT site_id, event_id, event, ts, clicktrail_person(site_id, anonymous_id, user_id) AS person_id
+    FROM clicktrail.events
 ) AS e
 ASOF LEFT JOIN clicktrail.touch_channels AS t ON t.site_id = e.site_id AND t.person_id = e.person_id AND t.ts <= e.ts;
+
+-- first_touch_channels: each person's first touch ever in the site (第一来源), by (ts, event_id), without lookback:
+-- its channel, sharer and time. A person without a touch has no row; the views that split by the first-touch
+-- channel give them '(direct)'.
+CREATE OR REPLACE VIEW clicktrail.first_touch_channels AS
+SELECT site_id, person_id, argMin(t.channel, (t.ts, t.event_id)) AS channel,
+       argMin(t.sharer, (t.ts, t.event_id)) AS sharer, min(t.ts) AS first_ts
+FROM clicktrail.touch_channels AS t
+GROUP BY site_id, person_id;

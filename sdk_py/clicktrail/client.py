@@ -32,7 +32,7 @@ SHUTDOWN_GRACE = 0.2
 
 Time = int | float | str | datetime
 Mode = Literal["live", "replay"]
-Stage = Literal["lead", "mql", "sql", "opportunity", "won", "lost"]
+Stage = Literal["lead", "mql", "sal", "sql", "opportunity", "won", "lost", "nurture"]
 
 
 class OtherFields(TypedDict, total=False):
@@ -178,10 +178,12 @@ class Client:
                           position_s=position_s, duration_s=duration_s)
         return self._send("live_heartbeat", declared, fields)
 
-    def lead_stage(self, user_id: str, stage: Stage, amount: float | None = None, *,
+    def lead_stage(self, user_id: str, stage: Stage, amount: float | None = None, *, reason: str | None = None,
                    props: Mapping[str, Any] | None = None, **fields: Unpack[OtherFields]) -> str | None:
-        """A ``lead_stage`` (线索阶段): lead ``user_id`` moved to ``stage``, worth ``amount``; usually from a CRM."""
-        return self._send("lead_stage", _props(props, stage=stage, amount=amount), {**fields, "user_id": user_id})
+        """A ``lead_stage`` (线索阶段): lead ``user_id`` moved to ``stage``, worth ``amount``, because of ``reason``
+        (a loss or recycling reason, for ``lost`` and ``nurture``); usually from a CRM."""
+        declared = _props(props, stage=stage, amount=amount, reason=reason)
+        return self._send("lead_stage", declared, {**fields, "user_id": user_id})
 
     def _send(self, name: str, props: Mapping[str, Any] | None, fields: Mapping[str, Any]) -> str | None:
         event: dict[str, Any] = {"event": name, **fields}

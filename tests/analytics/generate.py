@@ -6,12 +6,15 @@ the definitions (identifies weeks late, stamped channels, lost and repeated hear
 referrer class), and a seed that fails must replay exactly. The browser side follows sdk_js: the last touch's URL
 parameters are stamped on every later event, the first touch's go into ``$first_*`` props, a session renews after
 30 idle minutes, and watched_ms is the cumulative playing time of a view. Server-side events (CRM stages, email
-opens, backend identifies) carry a user_id and no URL or session.
+opens, backend identifies) carry a user_id and no URL or session. The CRM moves known persons through the lifecycle
+(lead, mql, sal, sql, opportunity, won) with skips, losses, recycling through nurture and back, reasons and deal
+amounts, synced nightly, a few stages weeks late (a backfill). ``Dataset.costs`` holds the channel costs a test
+imports, in two imports (the second corrects some days of the first).
 
 ``Dataset.events`` holds each stored event once; ``Dataset.deliveries`` is what a test sends, in order: the same
 events in batches, some twice (retries), reordered (a shuffled network, heartbeats flushed after the stream ended,
-an outbox flushed days later), with ts always the event's own time. Every ts lies in [now - 60 days,
-now - 1 minute] and is unique within its site, so no definition ever meets a tie in time.
+an outbox flushed days later, CRM stages weeks late), with ts always the event's own time. Every ts lies in
+[now - 60 days, now - 1 minute] and is unique within its site, so no definition ever meets a tie in time.
 """
 
 from __future__ import annotations
@@ -21,10 +24,12 @@ import random
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
 from loadtests.traffic import (
+    CODES,
     DAY_MS,
     FILES,
     HEARTBEAT_MS,
@@ -36,8 +41,9 @@ from loadtests.traffic import (
     SECOND_MS,
     SHARERS,
     SITES,
-    STAGES,
     arrival,
+    stage_props,
+    stage_walk,
 )
 
 Event = dict[str, Any]
@@ -50,6 +56,20 @@ WIRE_FIELDS = ("event", "event_id", "anonymous_id", "user_id", "session_id", "ts
                "utm_medium", "utm_campaign", "utm_content", "utm_term", "sharer", "url", "referrer", "title", "props")
 #: The fields the SDK stamps from the last touch's URL (``channel`` from ``ch``), as sdk_js's TOUCH.
 TOUCH_FIELDS = ("channel", "utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term", "sharer")
+#: The arrival of a sharer's recruit (see _Site.person).
+RECRUITED = ({"ch": "wecom_sales_12", "sharer": "emp_042"}, "")
+#: The white paper offered behind a form (留资下载) half of the time.
+GATED = "/whitepaper/security-2025"
+
+#: Paths every site's CRM takes once, whatever the seed: the first known persons whose stages all fall before now.
+CRM_SCRIPTS = (
+    ("lead", "mql", "nurture", "mql", "sal", "sql", "opportunity", "won"),  # recycled, back as an MQL, then won
+    ("lead", "sql", "lost"),  # skips MQL and SAL, then lost
+    ("mql", "nurture"),  # enters as an MQL, goes back to marketing for good
+)
+#: Channels a site pays for, as the views name them: channel codes, referrer classes, a utm_source, the e-mail and
+#: SMS providers, and an offline channel no touch ever names (a cost without leads).
+COST_CHANNELS = (*CODES, "search", "wechat", "baidu", "edm_replay", "sms_reminder", "kol_offline")
 
 @dataclass
 class Dataset:
@@ -59,6 +79,8 @@ class Dataset:
     events: list[Event]
     #: What a test sends, in order: (site_id, batch of at most 100 wire events).
     deliveries: list[tuple[str, list[Event]]]
+    #: Channel costs, as imports in the order a test makes them, each rows (site_id, channel, day as ISO text, cost).
+    costs: list[list[dict[str, Any]]] = field(default_factory=list)
 
 
 def generate(seed: int, now_ms: int, scale: int = 1) -> Dataset:
@@ -73,7 +95,23 @@ def generate(seed: int, now_ms: int, scale: int = 1) -> Dataset:
         batches += site.batches
     # A network that reorders: batches sent within two minutes of each other may arrive in either order.
     order = sorted(batches, key=lambda b: (b.send_ms + rng.randint(-2 * MINUTE_MS, 2 * MINUTE_MS), b.seq))
-    return Dataset(events, [(b.site_id, b.events) for b in order])
+    sites = sorted({e["site_id"] for e in events})
+    return Dataset(events, [(b.site_id, b.events) for b in order], _costs(rng, sites, now_ms))
+
+
+def _costs(rng: random.Random, sites: list[str], now_ms: int) -> list[list[dict[str, Any]]]:
+    """Two imports of daily channel costs over the 60 days before ``now_ms``: most channels paid on some days; then a
+    corrected invoice for a tenth of those days (one of them to 0) and a few days more."""
+    today = date(1970, 1, 1) + timedelta(days=now_ms // DAY_MS)
+    first = [{"site_id": site_id, "channel": channel, "day": str(today - timedelta(days=d)),
+              "cost": round(rng.uniform(50, 3000), 2)}
+             for site_id in sites for channel in COST_CHANNELS if rng.random() < 0.7
+             for d in range(1, 61) if rng.random() < 0.4]
+    corrected = [{**row, "cost": round(rng.uniform(50, 3000), 2)} for row in rng.sample(first, len(first) // 10)]
+    corrected[0]["cost"] = 0.0
+    added = [{"site_id": site_id, "channel": "kol_offline", "day": str(today - timedelta(days=d)),
+              "cost": round(rng.uniform(50, 3000), 2)} for site_id in sites for d in (61, 62)]
+    return [first, corrected + added]
 
 
 @dataclass
@@ -165,6 +203,8 @@ class _Visit:
 
     def download(self) -> None:
         path = self.site.path_of(self.url)
+        if path == GATED and self.rng.random() < 0.5:
+            self.form("whitepaper-gate")
         if path in FILES:
             self.wait(3 * SECOND_MS, MINUTE_MS)
             file_path, name = FILES[path]
@@ -233,6 +273,7 @@ class _Site:
         self.events: list[Event] = []
         self.batches: list[_Batch] = []
         self.crm: list[Event] = []
+        self.scripted: set[tuple[str, ...]] = set()  # CRM_SCRIPTS done
         self.webhooks: list[Event] = []
         self.streams = []
         for i in range(rng.randint(2, 4)):
@@ -331,9 +372,16 @@ class _Site:
                                {"traits": {"source": "crm_match"}})
         else:
             person.known_at = visits[0][0]
+        # A person a sharer's link brought in who registered lately (the cookbook's sharer leaderboard over the last 30
+        # days), whatever the seed: their first visit arrives through the link.
+        recruit = (len(devices) == 1 and "sharer's recruit" not in self.seen
+                   and any(p == "register" and t >= self.last_ms - 28 * DAY_MS for t, p, _ in visits))
+        if recruit:
+            self.seen.add("sharer's recruit")
         for index, (t, purpose, args) in enumerate(visits):
             device = devices[0] if index in identifying or index == 0 or rng.random() < 0.7 else devices[-1]
-            self.plan(device, t, self.visit(purpose, args, person.user_id if index in identifying else ""))
+            self.plan(device, t, self.visit(purpose, args, person.user_id if index in identifying else "",
+                                            RECRUITED if recruit and index == 0 else None))
         if len(devices) > 1 and kind != "anon" and rng.random() < 0.5:  # logs in on the phone as well
             self.plan(devices[1], self.when(person.known_at, self.last_ms), self.visit("login", (), person.user_id))
         return person
@@ -351,9 +399,11 @@ class _Site:
         t = max(t for t, _, _ in device.plans) + self.rng.randint(1, 3) * DAY_MS
         self.plan(device, min(t, self.last_ms - HOUR_MS), self.visit("login", (), self.rng.choice(others).user_id))
 
-    def visit(self, purpose: str, args: tuple[Any, ...], identify: str) -> Callable[[_Visit], None]:
-        """What a planned visit does once it runs (a closure, so it sees the time the browser got to it)."""
-        arrival = self.arrival(purpose)
+    def visit(self, purpose: str, args: tuple[Any, ...], identify: str,
+              arrival: tuple[dict[str, str], str] | None = None) -> Callable[[_Visit], None]:
+        """What a planned visit does once it runs (a closure, so it sees the time the browser got to it); ``arrival``:
+        how it arrives, when not as usual for its purpose."""
+        arrival = arrival or self.arrival(purpose)
 
         def run(v: _Visit) -> None:
             getattr(self, "_" + purpose)(v, arrival, identify, *args)
@@ -526,21 +576,17 @@ class _Site:
     def backend(self, person: _Person) -> None:
         """The CRM's lead stages and the email/SMS providers' touches of a known person: user_id only, no URL."""
         rng = self.rng
-        t = person.known_at + rng.randint(10 * MINUTE_MS, 2 * DAY_MS)
-        forced = "won" not in self.seen  # until the site has a deal won, every known person's funnel goes that far
-        if forced or rng.random() < 0.8:
-            for stage in STAGES:
-                self.crm_event("lead_stage", t, person.user_id, props={"stage": stage})
-                t += rng.randint(DAY_MS, 7 * DAY_MS)
-                if not forced and rng.random() < 0.45:
+        script = next((s for s in CRM_SCRIPTS if s not in self.scripted), None)
+        if script is not None or rng.random() < 0.8:
+            self.lead_stages(person, script)
+        browsers = {d.anonymous_id for d in person.devices}
+        views = [e["ts"] for e in self.events if e["event"] == "live_join" and e["anonymous_id"] in browsers]
+        if views and rng.random() < 0.5:  # the webinar made a deal: an opportunity within weeks of the first view
+            t = min(views) + rng.randint(2 * DAY_MS, 40 * DAY_MS)
+            for stage in ("opportunity", rng.choice(("won", "lost", ""))):
+                if not stage or not self.crm_event("lead_stage", t, person.user_id, props=stage_props(rng, stage)):
                     break
-            else:
-                if forced or rng.random() < 0.4:
-                    amount = rng.randint(5, 200) * 1000
-                    if self.crm_event("lead_stage", t, person.user_id, props={"stage": "won", "amount": amount}):
-                        self.seen.add("won")
-                else:
-                    self.crm_event("lead_stage", t, person.user_id, props={"stage": "lost"})
+                t += rng.randint(DAY_MS, 10 * DAY_MS)
         for _ in range(rng.randint(0, 2)):
             at = self.when(person.known_at, self.last_ms)
             sharer = rng.choice(SHARERS) if rng.random() < 0.3 else ""
@@ -550,12 +596,28 @@ class _Site:
             self.server_event(self.webhooks, "sms_click", self.when(person.known_at, self.last_ms), person.user_id,
                               utm_source="sms", utm_medium="reminder")
 
+    def lead_stages(self, person: _Person, script: tuple[str, ...] | None) -> None:
+        """The person's way through the lifecycle, from soon after the company knew them: ``script``, or a walk along
+        loadtests.traffic's STAGE_FLOW."""
+        rng = self.rng
+        path = script or stage_walk(rng)
+        t = person.known_at + rng.randint(10 * MINUTE_MS, 2 * DAY_MS)
+        for stage in path:
+            if not self.crm_event("lead_stage", t, person.user_id, props=stage_props(rng, stage)):
+                return  # the rest has not happened yet
+            t += rng.randint(DAY_MS, 3 * DAY_MS) if script else rng.randint(DAY_MS, 7 * DAY_MS)
+        if script:
+            self.scripted.add(script)
+
     def flush_server(self) -> None:
-        """The CRM syncs nightly (02:00 UTC after the day), in batches of 100; webhooks arrive within a minute."""
+        """The CRM syncs nightly (02:00 UTC after the day), in batches of 100, but a few stages are entered weeks after
+        they happened (a sales rep's backfill) and come with a sync weeks later; webhooks arrive within a minute."""
         nights: dict[int, list[Event]] = {}
         for e in sorted(self.crm, key=lambda e: e["ts"]):
-            nights.setdefault(e["ts"] // DAY_MS, []).append(e)
-        for day, events in nights.items():
+            late = e["event"] == "lead_stage" and self.chance(0.08, "stage weeks late")
+            synced = e["ts"] + (self.rng.randint(14, 35) * DAY_MS if late else 0)
+            nights.setdefault(synced // DAY_MS, []).append(e)
+        for day, events in sorted(nights.items()):
             for i in range(0, len(events), SERVER_BATCH):
                 self.batch((day + 1) * DAY_MS + 2 * HOUR_MS, events[i:i + SERVER_BATCH])
         for e in self.webhooks:

@@ -60,6 +60,35 @@ Choices:
     the sharer and who have a registration (a form_submit) at any time, even before that touch.
 14. Empty. A mean over nothing, and a rate whose denominator is 0, are 0.0. Times are int ms; durations in seconds
     are floats.
+15. Funnel steps. A step is an event name, ``<event>:<stage>`` (the event with props.stage = <stage>), or
+    ``<event>[<key>=<value>]`` (the event whose props.<key> is the string <value>; a number or a missing prop never
+    matches). A chain is events e1..ek of steps 1..k with strictly increasing ts (one event never fills two steps),
+    e1's UTC day in [date_from, date_to], ek.ts - e1.ts <= window; later steps may fall after date_to. A person's
+    furthest step is their longest chain (0: no e1 in the period, and no row). Their step times are those of the
+    first longest chain: the earliest e1 from which that length is reachable, then each step's earliest event after
+    the previous step's (the greedy choice, which reaches furthest). The median of an even count is the mean of the
+    two middle values; a step nobody reached, and step 1, have a median of 0.0.
+16. Channel of a person (the by-channel splits, ROI): the channel of their first touch ever in the site, by
+    (ts, event_id), without lookback; (direct) without a touch (as stream_audience's first_touch_channel).
+17. Lifecycle. Ranks: lead 1, mql 2, sal 3, sql 4, opportunity 5, won 6; lost and nurture have none. A person's
+    entry is their first lead_stage of any stage; the cohort is the persons whose entry's UTC day lies in
+    [date_from, date_to]. Everyone in it reached Leads, at the entry; stage k > 1 is reached at their first
+    lead_stage of rank >= k (a skipped stage is passed with the later one), at any time up to now. Days between
+    stages are ms / 86 400 000. lost counts the persons whose latest lead_stage (by (ts, event_id)) is ``lost``, at
+    their furthest stage. The reference rates sit on the stage their span ends at, measured from: mql from lead
+    (0.15), sql from mql (0.5), opportunity from sql (0.41), won from opportunity (0.37); lead and sal have none.
+18. Recycling. Per person with a ``nurture`` in [date_from, date_to]: t = their first such nurture; from_stage the
+    highest rank among their lead_stages with ts < t (lead without one); returned when they have a lead_stage of
+    rank >= 2 (mql or later) with ts > t, after the days to the first of those. Rows per from_stage with someone.
+19. ROI. A person's lead time is their first lead_stage or first form_submit, whichever is earlier; their
+    opportunity time the first lead_stage of rank >= 5. In the period (UTC days, both included): cost (the sum of
+    the site's channel_costs rows of the channel whose day lies in it, each (site, channel, day) with the last
+    imported cost), new_leads, opportunities (persons), won_revenue (props.amount of every ``won`` in it; absent or
+    null: 0). A channel has a row when it has a cost row, a new lead, an opportunity or a won in the period.
+20. Influence. A viewer of a stream is a person with a live_join or live_heartbeat of it (either mode); t0 their
+    first one. Category: customer with a ``won`` at ts < t0, else existing_lead with any lead_stage or form_submit at
+    ts < t0, else new. An opportunity is a lead_stage ``opportunity`` or ``won`` with t0 < ts <= t0 + window days;
+    won_revenue sums the amounts of the ``won`` ones. Every category has a row once the stream has a viewer.
 
 Rows come sorted by their key columns. The functions that need channels take ``rules``, the referrer rules of each
 site (``{site_id: {domain: channel}}``; none by default).
@@ -67,6 +96,8 @@ site (``{site_id: {domain: channel}}``; none by default).
 
 from __future__ import annotations
 
+import re
+import statistics
 from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -688,3 +719,270 @@ def sharer_stats(events: Iterable[Event]) -> list[Row]:
             "leads": sum("form_submit" in did.get((site_id, p), ()) for p in persons),
         })
     return rows
+
+
+# --- funnels ------------------------------------------------------------------------------------------------------
+
+
+class Step(NamedTuple):
+    """A funnel step (choice 15): an event name, and a string prop it must have (key None: no condition)."""
+
+    name: str
+    key: str | None
+    value: str
+
+    @classmethod
+    def parse(cls, text: str) -> Step:
+        condition = re.fullmatch(r"([^\[:]+)\[([^=\]]+)=(.*)\]", text)
+        if condition:
+            return cls(condition[1], condition[2], condition[3])
+        name, colon, stage = text.partition(":")
+        return cls(name, "stage", stage) if colon else cls(text, None, "")
+
+    def matches(self, event: Event) -> bool:
+        return event["event"] == self.name and (self.key is None or event["props"].get(self.key) == self.value)
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else 0.0
+
+
+def _in_days(ts: int, date_from: date, date_to: date) -> bool:
+    return date_from <= _day(ts) <= date_to
+
+
+def _first_touch_channel(index: _Index, site_id: str, person: str) -> str:
+    touch = index.first_touch(site_id, person)
+    return touch.channel if touch else DIRECT
+
+
+def funnel_chains(events: Iterable[Event], site_id: str, steps: list[str], window_s: int, date_from: date,
+                  date_to: date) -> dict[str, list[int]]:
+    """person -> the times of their first longest chain through the funnel, for every person with a first step in the
+    period (choice 15)."""
+    return _funnel_chains(_Index(events), site_id, steps, window_s, date_from, date_to)
+
+
+def _funnel_chains(index: _Index, site_id: str, steps: list[str], window_s: int, date_from: date,
+                   date_to: date) -> dict[str, list[int]]:
+    parsed = [Step.parse(s) for s in steps]
+    mine: dict[str, list[Event]] = defaultdict(list)  # person -> their events of any step, in order
+    for e in index.events:
+        if e["site_id"] == site_id and any(step.matches(e) for step in parsed):
+            mine[index.person(e)].append(e)
+    chains = {}
+    for person, evs in mine.items():
+        best: list[int] | None = None
+        for first in evs:
+            if not (parsed[0].matches(first) and _in_days(first["ts"], date_from, date_to)):
+                continue
+            chain = [first["ts"]]
+            for e in evs:
+                if (len(chain) < len(parsed) and parsed[len(chain)].matches(e) and e["ts"] > chain[-1]
+                        and e["ts"] - chain[0] <= window_s * 1000):
+                    chain.append(e["ts"])
+            if best is None or len(chain) > len(best):
+                best = chain
+        if best is not None:
+            chains[person] = best
+    return chains
+
+
+def funnel(events: Iterable[Event], site_id: str, steps: list[str], window_s: int, date_from: date, date_to: date,
+           rules: SiteRules = NO_SITE_RULES, by_channel: bool = False) -> list[Row]:
+    """Rows (step, name, persons, conversion_from_previous, conversion_from_first, median_s_from_previous), with
+    ``channel`` first when ``by_channel`` (the person's first-touch channel, choice 16); none when nobody entered."""
+    index = _Index(events, rules)
+    groups: dict[str, list[list[int]]] = defaultdict(list)
+    for person, chain in _funnel_chains(index, site_id, steps, window_s, date_from, date_to).items():
+        groups[_first_touch_channel(index, site_id, person) if by_channel else ""].append(chain)
+    rows = []
+    for channel, chains in sorted(groups.items()):
+        for k, name in enumerate(steps, 1):
+            reached = [c for c in chains if len(c) >= k]
+            previous = sum(len(c) >= max(k - 1, 1) for c in chains)
+            gaps = [(c[k - 1] - c[k - 2]) / 1000 for c in reached] if k > 1 else []
+            rows.append({**({"channel": channel} if by_channel else {}), "step": k, "name": name,
+                         "persons": len(reached), "conversion_from_previous": _rate(len(reached), previous),
+                         "conversion_from_first": _rate(len(reached), len(chains)),
+                         "median_s_from_previous": _median(gaps)})
+    return rows
+
+
+# --- the lead lifecycle, ROI, influence ---------------------------------------------------------------------------
+
+LIFECYCLE = ("lead", "mql", "sal", "sql", "opportunity", "won")
+#: stage -> (the stage its industry reference conversion is measured from, the rate) (choice 17)
+REFERENCES = {"mql": ("lead", 0.15), "sql": ("mql", 0.5), "opportunity": ("sql", 0.41), "won": ("opportunity", 0.37)}
+CATEGORIES = ("new", "existing_lead", "customer")
+
+
+def rank(stage: str) -> int:
+    """A stage's place in the lifecycle, 1 to 6; 0 for lost and nurture."""
+    return LIFECYCLE.index(stage) + 1 if stage in LIFECYCLE else 0
+
+
+@dataclass
+class Lead:
+    """A person's lead_stage events (in (ts, event_id) order) and first form_submit."""
+
+    stages: list[Event] = field(default_factory=list)
+    first_form: int | None = None
+
+    @property
+    def entered(self) -> int | None:
+        return self.stages[0]["ts"] if self.stages else None
+
+    @property
+    def lead_at(self) -> int:
+        return min(t for t in (self.entered, self.first_form) if t is not None)
+
+    def reached(self, stage: int) -> int | None:
+        """When the person reached the lifecycle's stage number ``stage`` (1 to 6), None if they never did."""
+        if stage == 1:
+            return self.entered
+        return next((e["ts"] for e in self.stages if rank(e["props"]["stage"]) >= stage), None)
+
+    @property
+    def furthest(self) -> int:
+        return max((k for k in range(1, len(LIFECYCLE) + 1) if self.reached(k) is not None), default=0)
+
+    def stage_times(self, *stages: str) -> list[int]:
+        return [e["ts"] for e in self.stages if e["props"]["stage"] in stages]
+
+
+def leads(events: Iterable[Event], site_id: str) -> dict[str, Lead]:
+    """person -> their Lead, for every person of the site with a lead_stage or a form_submit."""
+    return _leads(_Index(events), site_id)
+
+
+def _leads(index: _Index, site_id: str) -> dict[str, Lead]:
+    people: dict[str, Lead] = defaultdict(Lead)
+    for e in index.events:  # in order
+        if e["site_id"] != site_id:
+            continue
+        if e["event"] == "lead_stage":
+            people[index.person(e)].stages.append(e)
+        elif e["event"] == "form_submit":
+            lead = people[index.person(e)]
+            lead.first_form = e["ts"] if lead.first_form is None else lead.first_form
+    return dict(people)
+
+
+def lifecycle(events: Iterable[Event], site_id: str, date_from: date, date_to: date,
+              rules: SiteRules = NO_SITE_RULES, by_channel: bool = False) -> list[Row]:
+    """Rows (stage, persons, conversion_from_previous, reference_rate, reference_conversion,
+    median_days_from_previous, lost) for the cohort, with ``channel`` first when ``by_channel`` (choice 17)."""
+    index = _Index(events, rules)
+    groups: dict[str, list[Lead]] = defaultdict(list)
+    for person, lead in _leads(index, site_id).items():
+        if lead.entered is not None and _in_days(lead.entered, date_from, date_to):
+            groups[_first_touch_channel(index, site_id, person) if by_channel else ""].append(lead)
+    rows = []
+    for channel, cohort in sorted(groups.items()):
+        for k, stage in enumerate(LIFECYCLE, 1):
+            reached = [lead for lead in cohort if lead.reached(k) is not None]
+            previous = sum(lead.reached(max(k - 1, 1)) is not None for lead in cohort)
+            reference_rate = reference_conversion = None
+            if stage in REFERENCES:
+                base_stage, reference_rate = REFERENCES[stage]
+                base = sum(lead.reached(rank(base_stage)) is not None for lead in cohort)
+                reference_conversion = _rate(len(reached), base)
+            spans = [(lead.reached(k - 1), lead.reached(k)) for lead in reached] if k > 1 else []
+            days = [(b - a) / DAY_MS for a, b in spans if a is not None and b is not None]
+            rows.append({**({"channel": channel} if by_channel else {}), "stage": stage, "persons": len(reached),
+                         "conversion_from_previous": _rate(len(reached), previous), "reference_rate": reference_rate,
+                         "reference_conversion": reference_conversion, "median_days_from_previous": _median(days),
+                         "lost": sum(lead.stages[-1]["props"]["stage"] == "lost" and lead.furthest == k
+                                     for lead in cohort)})
+    return rows
+
+
+def lifecycle_recycling(events: Iterable[Event], site_id: str, date_from: date, date_to: date) -> list[Row]:
+    """Rows (from_stage, nurtured, returned, return_rate, median_days_to_return), by stage order (choice 18)."""
+    by_stage: dict[int, list[int | None]] = defaultdict(list)  # from rank -> each person's days to return, or None
+    for lead in leads(events, site_id).values():
+        nurtures = [t for t in lead.stage_times("nurture") if _in_days(t, date_from, date_to)]
+        if not nurtures:
+            continue
+        sent = nurtures[0]
+        before = max((rank(e["props"]["stage"]) for e in lead.stages if e["ts"] < sent), default=0)
+        back = [e["ts"] for e in lead.stages if rank(e["props"]["stage"]) >= 2 and e["ts"] > sent]
+        by_stage[max(before, 1)].append((back[0] - sent) if back else None)
+    rows = []
+    for k, returns in sorted(by_stage.items()):
+        days = [t / DAY_MS for t in returns if t is not None]
+        rows.append({"from_stage": LIFECYCLE[k - 1], "nurtured": len(returns), "returned": len(days),
+                     "return_rate": len(days) / len(returns), "median_days_to_return": _median(days)})
+    return rows
+
+
+def effective_costs(imports: Iterable[Iterable[Row]]) -> dict[tuple[str, str, date], float]:
+    """(site_id, channel, day) -> cost, from imports of rows (site_id, channel, day as ISO text, cost) in the order
+    they were made: a later import of a key replaces its cost."""
+    return {(r["site_id"], r["channel"], date.fromisoformat(r["day"])): float(r["cost"])
+            for rows in imports for r in rows}
+
+
+def _amount(event: Event) -> float:
+    return float(event["props"].get("amount") or 0)
+
+
+def channel_roi(events: Iterable[Event], costs: Mapping[tuple[str, str, date], float], site_id: str,
+                date_from: date, date_to: date, rules: SiteRules = NO_SITE_RULES) -> list[Row]:
+    """Rows (channel, cost, new_leads, cpl, opportunities, won_revenue, roi) per first-touch channel (choice 19)."""
+    index = _Index(events, rules)
+    spent: dict[str, float] = defaultdict(float)
+    for (site, channel, day), cost in costs.items():
+        if site == site_id and date_from <= day <= date_to:
+            spent[channel] += cost
+    new_leads: dict[str, int] = defaultdict(int)
+    opportunities: dict[str, int] = defaultdict(int)
+    revenue: dict[str, float] = defaultdict(float)
+    won: set[str] = set()
+    for person, lead in _leads(index, site_id).items():
+        channel = _first_touch_channel(index, site_id, person)
+        new_leads[channel] += _in_days(lead.lead_at, date_from, date_to)
+        opportunity = lead.reached(rank("opportunity"))
+        opportunities[channel] += opportunity is not None and _in_days(opportunity, date_from, date_to)
+        for e in lead.stages:
+            if e["props"]["stage"] == "won" and _in_days(e["ts"], date_from, date_to):
+                revenue[channel] += _amount(e)
+                won.add(channel)
+    channels = spent.keys() | won | {c for c, n in new_leads.items() if n} | {c for c, n in opportunities.items() if n}
+    rows = []
+    for channel in sorted(channels):
+        cost, n = spent.get(channel, 0.0), new_leads.get(channel, 0)
+        rows.append({"channel": channel, "cost": cost, "new_leads": n, "cpl": _rate(cost, n),
+                     "opportunities": opportunities.get(channel, 0), "won_revenue": revenue.get(channel, 0.0),
+                     "roi": _rate(revenue.get(channel, 0.0) - cost, cost)})
+    return rows
+
+
+def stream_influence(events: Iterable[Event], site_id: str, stream_id: str, window_days: int) -> list[Row]:
+    """Rows (category, viewers, opportunities, opportunity_rate, won_revenue) in CATEGORIES order (choice 20)."""
+    index = _Index(events)
+    first_view: dict[str, int] = {}
+    for e in index.events:
+        if (e["site_id"] == site_id and e["event"] in ("live_join", "live_heartbeat")
+                and e["props"].get("stream_id") == stream_id):
+            first_view.setdefault(index.person(e), e["ts"])
+    people = _leads(index, site_id)
+    counts = {c: [0, 0, 0.0] for c in CATEGORIES}  # viewers, opportunities, revenue
+    for person, t0 in first_view.items():
+        lead = people.get(person, Lead())
+        if any(t < t0 for t in lead.stage_times("won")):
+            category = "customer"
+        elif any(e["ts"] < t0 for e in lead.stages) or (lead.first_form is not None and lead.first_form < t0):
+            category = "existing_lead"
+        else:
+            category = "new"
+        after = [e for e in lead.stages if e["props"]["stage"] in ("opportunity", "won")
+                 and t0 < e["ts"] <= t0 + window_days * DAY_MS]
+        counts[category][0] += 1
+        counts[category][1] += bool(after)
+        counts[category][2] += sum(_amount(e) for e in after if e["props"]["stage"] == "won")
+    if not first_view:
+        return []
+    return [{"category": c, "viewers": int(v), "opportunities": int(o), "opportunity_rate": _rate(o, v),
+             "won_revenue": float(r)} for c, (v, o, r) in counts.items()]
