@@ -49,11 +49,7 @@ GROUP BY site_id, file_url;
 -- before that touch too.
 CREATE OR REPLACE VIEW clicktrail.sharer_stats AS
 WITH
-    recruits AS (
-        SELECT site_id, person_id, argMin(sharer, (ts, event_id)) AS first_sharer
-        FROM clicktrail.touch_channels
-        GROUP BY site_id, person_id
-    ),
+    recruits AS (SELECT site_id, person_id, sharer AS first_sharer FROM clicktrail.first_touch_channels),
     converted AS (
         SELECT site_id, person_id, max(event = 'registration') AS registered, max(event = 'form_submit') AS submitted
         FROM clicktrail.content_hit_persons

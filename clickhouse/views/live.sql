@@ -155,11 +155,6 @@ WITH
         GROUP BY site_id, stream_id, person_id
         HAVING registered OR first_view IS NOT NULL
     ),
-    first_touches AS (
-        SELECT site_id, person_id, argMin(channel, (ts, event_id)) AS channel
-        FROM clicktrail.touch_channels
-        GROUP BY site_id, person_id
-    ),
     -- The site's page views, downloads and forms of the audience's persons in (t0, t0 + 14 days]: the events
     -- stream through a hash table of the audience (thousands of rows), not the other way round.
     after AS (
@@ -191,5 +186,5 @@ FROM (
     ASOF LEFT JOIN clicktrail.touch_channels AS t
         ON t.site_id = a.site_id AND t.person_id = a.person_id AND t.ts <= a.first_registration
 ) AS a
-LEFT JOIN first_touches AS f ON f.site_id = a.site_id AND f.person_id = a.person_id
+LEFT JOIN clicktrail.first_touch_channels AS f ON f.site_id = a.site_id AND f.person_id = a.person_id
 LEFT JOIN after AS x ON x.site_id = a.site_id AND x.stream_id = a.stream_id AND x.person_id = a.person_id;
