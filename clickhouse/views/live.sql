@@ -179,12 +179,19 @@ SELECT a.site_id AS site_id, a.stream_id AS stream_id, a.person_id AS person_id,
        a.live_watch_ms AS live_watch_ms, a.replay_watch_ms AS replay_watch_ms, a.interactions AS interactions,
        x.pages_after AS pages_after, x.downloads_after AS downloads_after, x.forms_after AS forms_after
 FROM (
-    -- The channel of the person's latest touch at or before their first registration, within 90 days.
-    SELECT a.*, if(t.event_id != '' AND t.ts >= a.first_registration - INTERVAL 90 DAY, t.channel, '(direct)')
-               AS channel_at_registration
+    -- The channel of the person's latest touch (by ts, then event_id) at or before their first registration,
+    -- within 90 days: a plain join and argMaxIf, as in event_channels (views/channels.sql), so the site filter
+    -- reaches the touches.
+    SELECT a.site_id AS site_id, a.stream_id AS stream_id, a.person_id AS person_id,
+           a.first_registration AS first_registration, a.registered AS registered, a.interactions AS interactions,
+           a.live_watch_ms AS live_watch_ms, a.replay_watch_ms AS replay_watch_ms, a.first_view AS first_view,
+           argMaxIf((t.event_id, t.channel), (t.ts, t.event_id), t.event_id != '' AND t.ts <= a.first_registration
+                    AND t.ts >= a.first_registration - INTERVAL 90 DAY) AS latest,
+           if(latest.1 != '', latest.2, '(direct)') AS channel_at_registration
     FROM audience AS a
-    ASOF LEFT JOIN clicktrail.touch_channels AS t
-        ON t.site_id = a.site_id AND t.person_id = a.person_id AND t.ts <= a.first_registration
+    LEFT JOIN clicktrail.touch_channels AS t ON t.site_id = a.site_id AND t.person_id = a.person_id
+    GROUP BY site_id, stream_id, person_id, first_registration, registered, interactions, live_watch_ms,
+             replay_watch_ms, first_view
 ) AS a
 LEFT JOIN clicktrail.first_touch_channels AS f ON f.site_id = a.site_id AND f.person_id = a.person_id
 LEFT JOIN after AS x ON x.site_id = a.site_id AND x.stream_id = a.stream_id AND x.person_id = a.person_id;
