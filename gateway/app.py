@@ -24,7 +24,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway import clickhouse_http
+from gateway import clickhouse_http, openapi
 from gateway.config import Config
 from gateway.loader import Loader
 from gateway.metrics import Metrics
@@ -59,12 +59,15 @@ class Gateway:
             segment_max_bytes=server.segment_max_bytes,
             segment_max_age_ms=server.segment_max_age_ms,
             max_bytes=server.spool_max_bytes,
+            min_free_bytes=server.min_free_disk_bytes,
+            watch=[self.store.path],
             commit_timeout_s=server.commit_timeout_s,
             errors=self.metrics.internal_errors,
         )
         self.loader = Loader(self.spool, self.store, self.metrics, max_bytes=server.load_max_bytes)
         self.spool.on_seal = self.loader.wake
         self.receiver = Receiver(config, Sites(config.sites), self.spool, self.metrics)
+        self.openapi = orjson.dumps(openapi.bundle())
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
@@ -97,8 +100,8 @@ class Gateway:
         lag = _lag(self._sealed())
         problems = {
             "storage": None if self.store.is_open else "ClickHouse is not open",
-            "spool": "the spool refuses events (full, or the disk refused)"
-            if spool.refusing or not os.access(spool.directory, os.W_OK) else None,
+            "spool": spool.refusing
+            or (None if os.access(spool.directory, os.W_OK) else "the spool directory is not writable"),
             "committer": spool.committer.error
             or (f"a disk operation has run more than {spool.commit_timeout:g}s" if spool.stuck else None),
             "sealer": spool.sealer.error,
@@ -126,8 +129,15 @@ class Gateway:
             "spool_bytes": ("Bytes in the spool not yet in ClickHouse.", float(self.spool.depth_bytes)),
             "spool_segments": ("Sealed spool segments waiting for the loader.", float(len(segments))),
             "clickhouse_up": ("1 if embedded ClickHouse is open.", float(self.store.is_open)),
+            "spool_refusing": ("1 while the spool refuses new events (503): full, short of disk space, or the disk "
+                               "refused a write; /readyz says why.", float(self.spool.refusing is not None)),
+            "disk_free_bytes": ("Free bytes on the fuller of the spool's and ClickHouse's filesystems; new events get "
+                                "503 below min_free_disk_bytes.", float(self.spool.free_bytes)),
         }
         return PlainTextResponse(self.metrics.render(gauges, _lag(segments)), media_type="text/plain; version=0.0.4")
+
+    async def openapi_document(self, _request: Request) -> Response:
+        return Response(self.openapi, media_type="application/json")
 
     async def demo(self, request: Request) -> Response:
         site = self.config.sites[0]
@@ -146,6 +156,7 @@ class Gateway:
                 Route("/v1/pixel.gif", r.pixel, methods=["GET"]),
                 Route("/v1/batch", r.preflight, methods=["OPTIONS"]),
                 Route("/v1/event", r.preflight, methods=["OPTIONS"]),
+                Route("/openapi.json", self.openapi_document, methods=["GET"]),
                 # With an ops port, the public port keeps only /healthz (see ServerConfig.ops_port).
                 *(self.ops_routes() if not self.config.server.ops_port else [Route("/healthz", self.healthz)]),
                 Route("/", self.demo),

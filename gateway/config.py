@@ -38,6 +38,11 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     segment_max_bytes: int = 32 * MiB
     #: Spool size beyond which new events get 503 (ClickHouse down too long, or the disk filling up).
     spool_max_bytes: int = 2048 * MiB
+    #: Free space kept on the filesystems of the spool and of ClickHouse: below it new events get 503 (as beyond
+    #: spool_max_bytes) until loading has freed a 16th more. ClickHouse reserves room before each insert (less than
+    #: the JSON it loads, at most load_max_bytes at a time) and before merges: a spool that filled the disk could
+    #: never be loaded. 0: only a full disk refuses events.
+    min_free_disk_bytes: Annotated[int, msgspec.Meta(ge=0)] = 512 * MiB
     #: At most this much spool goes into one INSERT.
     load_max_bytes: int = 128 * MiB
     #: Longest a request waits for the disk to confirm its events; then 503 with Retry-After (a hung disk).
@@ -200,6 +205,9 @@ clickhouse_port = {clickhouse_port}
 # ops_port = 8001, ops_host = "127.0.0.1": where /metrics and /readyz are served (0: on port)
 data_dir = "data"
 fsync = "always"
+# Free space kept for ClickHouse on the disk of data_dir: below it new events get 503 (retry) until loading
+# frees some, as ClickHouse needs room to insert the spool (at most load_max_bytes = 128 MiB at a time) and to merge.
+# min_free_disk_bytes = 536870912   # 512 MiB
 
 [[sites]]
 id = "demo"

@@ -11,6 +11,7 @@ as an absent field: optional fields accept it, required ones report ``<path>: re
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from datetime import UTC, datetime, timedelta
@@ -50,6 +51,9 @@ class Event(msgspec.Struct, gc=False):
     referrer: str
     title: str
     props: bytes  # a JSON object, compact; b'{}' when absent
+    #: The client of the event's real origin, '' when the client sent none (the request's is used then):
+    ip: str  # canonical form (parse_ip)
+    user_agent: str
 
 
 class Envelope(msgspec.Struct, gc=False):
@@ -66,6 +70,8 @@ _CORE = _load("event.schema.json")
 _TIME = _CORE["$defs"]["time"]
 MAX_EVENT_BYTES: int = _CORE["x-maxBytes"]
 MAX_BATCH_EVENTS: int = _load("batch.schema.json")["properties"]["batch"]["maxItems"]
+#: The longest User-Agent stored, an event's or the request header's.
+MAX_USER_AGENT_CHARS: int = _CORE["properties"]["user_agent"]["maxLength"]
 
 # --- times -------------------------------------------------------------------------------------
 
@@ -116,6 +122,28 @@ def parse_time(value: object, path: str) -> int:
     return int(ms)
 
 
+# --- addresses -----------------------------------------------------------------------------------
+
+
+def parse_ip(value: str, path: str) -> str:
+    """The canonical form of an IPv4 or IPv6 address (the $defs/ip of event.schema.json); ContractError otherwise.
+
+    One spelling per address, so that the stored column groups and anonymizes alike whoever wrote it. A zone
+    (fe80::1%eth0) names an interface of the sender's own machine, nothing anyone else can place, so it is
+    refused; an IPv4-mapped IPv6 address (what a dual-stack socket reports for an IPv4 client) is the IPv4
+    address it maps, and Python versions spell it differently besides.
+    """
+    try:
+        if "%" not in value:
+            address = ipaddress.ip_address(value)
+            if address.version == 6 and address.ipv4_mapped is not None:
+                address = address.ipv4_mapped
+            return str(address)
+    except ValueError:
+        pass
+    raise ContractError(f"{path}: not an IPv4 or IPv6 address")
+
+
 # --- building msgspec types from the schemas -----------------------------------------------------
 
 _TYPES: dict[str, Any] = {"string": str, "integer": int, "number": float}
@@ -128,15 +156,24 @@ _META = {
     "exclusiveMaximum": "lt",
 }
 _FIELD_KEYWORDS = {"type", "enum", "format", "description", "examples", "$comment", *_META}
+#: JSON Schema has a format for each IP version; an address field takes either (parse_ip).
+_IP_FORMATS = [{"format": "ipv4"}, {"format": "ipv6"}]
 
 
-def _field(spec: dict[str, Any], required: bool, where: str, defs: dict[str, Any], obj: Any) -> tuple[Any, bool]:
-    """The msgspec type of one property (obj for objects), and whether it is a time."""
+def _field(spec: dict[str, Any], required: bool, where: str, defs: dict[str, Any], obj: Any) -> tuple[Any, str | None]:
+    """The msgspec type of one property (obj for objects), and what checks it beyond msgspec: "time" (parse_time),
+    "ip" (parse_ip) or None."""
     if "$ref" in spec:
         ref = spec["$ref"].removeprefix("#/$defs/")
         if ref not in defs:
             raise SchemaError(f"{where}: only references to this file's $defs are supported")
         spec = defs[ref] | {k: v for k, v in spec.items() if k != "$ref"}
+    fmt = None
+    if "anyOf" in spec:
+        if spec["anyOf"] != _IP_FORMATS:
+            raise SchemaError(f"{where}: anyOf is supported only as {_IP_FORMATS}")
+        spec = {k: v for k, v in spec.items() if k != "anyOf"}
+        fmt = "ip"
     if unknown := spec.keys() - _FIELD_KEYWORDS:
         raise SchemaError(f"{where}: unsupported keywords {sorted(unknown)}")
     if spec.get("minLength", 1) != 1:  # the error strings know only "must not be empty"
@@ -146,33 +183,37 @@ def _field(spec: dict[str, Any], required: bool, where: str, defs: dict[str, Any
     if nullable == required:
         raise SchemaError(f"{where}: optional fields must allow null (it means absent), required ones must not")
     types = [t for t in types if t != "null"]
+    if fmt == "ip" and (types != ["string"] or "format" in spec or "enum" in spec):
+        raise SchemaError(f"{where}: an address (anyOf ipv4, ipv6) must be a string without other formats or enum")
     if spec.get("format") == "date-time" and types == ["number", "string"]:
-        return int | float | str | None, True
+        return int | float | str | None, "time"
     if "format" in spec or len(types) != 1:
         raise SchemaError(f"{where}: unsupported type {spec['type']} / format {spec.get('format')}")
     if obj is msgspec.Raw and types == ["object"]:
-        return obj, False  # Raw takes null too (and Raw | None is not a valid msgspec type)
+        return obj, None  # Raw takes null too (and Raw | None is not a valid msgspec type)
     kind = obj if types == ["object"] else _TYPES[types[0]]
     if "enum" in spec:
         kind = Literal[tuple(v for v in spec["enum"] if v is not None)]
     if meta := {_META[k]: v for k, v in spec.items() if k in _META}:
         kind = Annotated[kind, msgspec.Meta(**meta)]
-    return (kind | None if nullable else kind), False
+    return (kind | None if nullable else kind), fmt
 
 
-def _struct(name: str, schema: dict[str, Any], where: str, defs: dict[str, Any], obj: Any) -> tuple[type, set[str]]:
-    """A Struct type for an object schema (obj for object fields), and the names of its time fields."""
+def _struct(name: str, schema: dict[str, Any], where: str, defs: dict[str, Any],
+            obj: Any) -> tuple[type, dict[str, str]]:
+    """A Struct type for an object schema (obj for object fields), and by name the fields checked beyond msgspec
+    ("time" or "ip", see _field)."""
     required = set(schema.get("required", ()))
     if missing := required - schema["properties"].keys():
         raise SchemaError(f"{where}: required {sorted(missing)} not among the properties")
     fields: list[Any] = []
-    times = set()
+    formats = {}
     for key, spec in schema["properties"].items():
-        kind, is_time = _field(spec, key in required, f"{where}.{key}", defs, obj)
+        kind, fmt = _field(spec, key in required, f"{where}.{key}", defs, obj)
         fields.append((key, kind) if key in required else (key, kind, None))
-        if is_time:
-            times.add(key)
-    return msgspec.defstruct(name, fields, kw_only=True, gc=False), times
+        if fmt is not None:
+            formats[key] = fmt
+    return msgspec.defstruct(name, fields, kw_only=True, gc=False), formats
 
 
 def _identity(schema: dict[str, Any]) -> tuple[str, ...]:
@@ -187,9 +228,11 @@ def _identity(schema: dict[str, Any]) -> tuple[str, ...]:
 
 
 # props stays raw: None when absent, Raw(b'null') when null.
-_CoreWire, _CORE_TIMES = _struct("_CoreWire", _CORE, "event.schema.json", _CORE["$defs"], msgspec.Raw)
+_CoreWire, _CORE_CHECKS = _struct("_CoreWire", _CORE, "event.schema.json", _CORE["$defs"], msgspec.Raw)
 if set(_CoreWire.__struct_fields__) != set(Event.__struct_fields__):
     raise SchemaError("event.schema.json properties differ from the fields of contract.Event")
+if _CORE_CHECKS != {"ts": "time", "ip": "ip"}:  # _event parses exactly these: another would go unchecked
+    raise SchemaError(f"event.schema.json: times and addresses are {_CORE_CHECKS}; _event knows ts and ip only")
 _IDENTITY = _identity(_CORE)
 _IDENTITY_ERROR = f"{_IDENTITY[0]}: {' or '.join(_IDENTITY)} is required"
 
@@ -244,9 +287,9 @@ def _rule(path: Path) -> _Rule:
     decoder = None
     messages = {}
     if spec.get("properties"):
-        struct, times = _struct(name, spec, where, {}, dict[str, Any])
-        if times:
-            raise SchemaError(f"{where}: times in props are not supported")
+        struct, formats = _struct(name, spec, where, {}, dict[str, Any])
+        if formats:
+            raise SchemaError(f"{where}: times and addresses in props are not supported")
         decoder = msgspec.json.Decoder(struct)
         for key, field in spec["properties"].items():
             if "enum" in field:
@@ -301,7 +344,7 @@ def _error(exc: msgspec.ValidationError, root: str, prefix: str, messages: dict[
     return ContractError(f"{path}: {_problem(text, path, messages, bool(sub))}")
 
 
-_CORE_MESSAGES = {key: _NOT_A_TIME for key in _CORE_TIMES} | {"sent_at": _NOT_A_TIME}
+_CORE_MESSAGES = {key: _NOT_A_TIME for key, check in _CORE_CHECKS.items() if check == "time"} | {"sent_at": _NOT_A_TIME}
 
 
 def _decode(decoder: msgspec.json.Decoder, data: bytes | msgspec.Raw, root: str, json_root: str) -> Any:
@@ -424,6 +467,8 @@ def _event(wire: Any) -> Event:
         wire.referrer or "",
         wire.title or "",
         _props(wire.props, rule),
+        "" if wire.ip is None else parse_ip(wire.ip, "ip"),
+        wire.user_agent or "",
     )
 
 

@@ -56,11 +56,16 @@ def parse_user_agent(header: str) -> Agent:
 
 @lru_cache(maxsize=65536)
 def anonymize_ip(address: str) -> str:
-    """Zero the host part (last octet of IPv4, last 80 bits of IPv6), as web analytics under PIPL/GDPR expect."""
+    """Zero the host part (last octet of IPv4, last 80 bits of IPv6), as web analytics under PIPL/GDPR expect.
+
+    An IPv4 client of a dual-stack listener arrives as ::ffff:a.b.c.d: it is taken as the IPv4 address it is, whose
+    /48 would be ``::`` (nothing left to count or locate)."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return ""
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
     prefix = 24 if ip.version == 4 else 48
     return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False).network_address)
 

@@ -9,11 +9,15 @@ ClickHouse's error code, becomes a suspect: it stays in the spool, the segments 
 then it is loaded another way, one partition (month) at a time and, where a piece still fails, in
 halves down to single rows. Only rows ClickHouse refuses on their own while it accepts others are
 set aside, in ``quarantine/`` (kept on disk for an operator, counted in /metrics). When every insert
-fails, the trouble is ClickHouse's, not the rows': the loader backs off and sets nothing aside.
+fails, the trouble is ClickHouse's, not the rows': the loader backs off and sets nothing aside. Nor does
+a full disk blame the rows: an insert that finds no room (NOT_ENOUGH_SPACE, ENOSPC) leaves its segments
+in the spool, unsuspected, to be retried once the disk has room. A batch is kept to half the free disk
+space, so that the spool the gateway stopped taking before the disk was full can always be loaded.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
@@ -35,6 +39,8 @@ log = logging.getLogger("clicktrail.loader")
 POISON_ATTEMPTS = 3
 #: ClickHouse's error codes that blame the data (parse and conversion failures), not the engine's state.
 DATA_ERRORS = frozenset({6, 26, 27, 32, 33, 38, 41, 53, 69, 70, 72, 117, 131})
+#: ClickHouse's error when it cannot reserve disk space for a new part.
+NOT_ENOUGH_SPACE = 243
 #: Inserts one suspect may cost (a bad row costs about 2·log2(rows)); what is left after is set aside whole.
 MAX_ISOLATION_INSERTS = 256
 #: Months a piece of a suspect may span: half of ClickHouse's max_partitions_per_insert_block (100).
@@ -125,11 +131,14 @@ class Loader:
             log.info("clickhouse open at %s", self.store.path)
 
     def _take(self, segments: list[Path]) -> list[Path]:
-        """Oldest segments up to max_bytes (at least one), so a backlog loads in few large inserts."""
+        """Oldest segments up to max_bytes (at least one), so a backlog loads in few large inserts; and up to
+        half the free disk space, as ClickHouse reserves room for the parts of an insert before writing them
+        (less than the JSON they come from, as measured)."""
+        limit = min(self.max_bytes, self.spool.free_bytes // 2)
         batch, total = [], 0
         for segment in segments:
             size = segment.stat().st_size
-            if batch and (self._one_at_a_time or total + size > self.max_bytes):
+            if batch and (self._one_at_a_time or total + size > limit):
                 break
             batch.append(segment)
             total += size
@@ -159,6 +168,8 @@ class Loader:
         if len(batch) > 1:
             self._one_at_a_time = True
             return
+        if _out_of_space(exc):
+            return  # the disk's trouble, not the segment's
         segment = batch[0]
         failures = self._failures[segment] = self._failures.get(segment, 0) + 1
         if failures >= POISON_ATTEMPTS or (isinstance(exc, QueryError) and exc.code in DATA_ERRORS):
@@ -188,6 +199,8 @@ class Loader:
             except StoreUnavailable:
                 raise
             except Exception as exc:
+                if _out_of_space(exc):
+                    raise  # no piece is to blame: isolate again once the disk has room
                 error = exc
                 if len(piece) == 1:
                     refused += piece
@@ -241,6 +254,14 @@ def _pieces(data: bytes) -> list[list[bytes]]:
     pieces = [list(chain.from_iterable(ordered[i:i + MONTHS_PER_PIECE]))
               for i in range(0, len(ordered), MONTHS_PER_PIECE)]
     return [*pieces, unreadable] if unreadable else pieces
+
+
+def _out_of_space(exc: Exception) -> bool:
+    """Whether an insert failed for want of disk space (ClickHouse's reservation, or a write it or the
+    loader made), which says nothing about the rows."""
+    if isinstance(exc, OSError):
+        return exc.errno == errno.ENOSPC
+    return isinstance(exc, QueryError) and (exc.code == NOT_ENOUGH_SPACE or "No space left on device" in exc.message)
 
 
 def _count_lines(path: Path) -> int:

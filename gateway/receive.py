@@ -21,6 +21,7 @@ from gateway import rows
 from gateway.config import Config
 from gateway.contract import (
     MAX_EVENT_BYTES,
+    MAX_USER_AGENT_CHARS,
     ContractError,
     Event,
     decode_batch,
@@ -88,7 +89,7 @@ class Receiver:
             rejected: list[dict[str, object]] = []
             for index, raw in enumerate(envelope.batch):
                 try:
-                    accepted.append(rows.build_row(decode_event(raw), ctx))
+                    accepted.append(self._row(decode_event(raw), ctx, credential))
                 except ContractError as exc:
                     rejected.append({"index": index, "event_id": event_id_of(raw), "error": str(exc)})
             self.metrics.rejected["invalid_event"] += len(rejected)
@@ -109,7 +110,7 @@ class Receiver:
                 raise HttpError(413, "too_large", f"body: an event is at most {MAX_EVENT_BYTES} bytes")
             event, sent_at, key = decode_single(body)
             credential = self._authenticate(request, key)
-            row = rows.build_row(event, self._context(request, credential, sent_at))
+            row = self._row(event, self._context(request, credential, sent_at), credential)
             self._rate_limit(credential, 1)
             await self._store(credential, [row])
             return self._json(request, 200, {"accepted": 1, "rejected": []})
@@ -122,7 +123,7 @@ class Receiver:
             self._admit_ip(request)
             event, made_id = self._pixel_event(request)
             credential = self._authenticate(request, "")
-            row = rows.build_row(event, self._context(request, credential, None), made_id=made_id)
+            row = self._row(event, self._context(request, credential, None), credential, made_id=made_id)
             self._rate_limit(credential, 1)
             await self._store(credential, [row])
         except Exception as exc:  # each kind is answered in _refuse, a fault of ours too
@@ -211,17 +212,38 @@ class Receiver:
 
     def _context(self, request: Request, credential: Credential, sent_at: int | None) -> rows.Context:
         received_ms = time.time_ns() // 1_000_000
-        ip = self._peer(request)
-        user_agent = _header(request, b"user-agent")[:1000]
+        user_agent = _header(request, b"user-agent")[:MAX_USER_AGENT_CHARS]
         return rows.Context(
             site_id=credential.site.id,
             received_ms=received_ms,
             skew_ms=0 if sent_at is None else received_ms - sent_at,
             window=self.windows[credential.kind],
-            ip=anonymize_ip(ip) if self.server.anonymize_ip else ip,
+            ip=self._stored_ip(self._peer(request)),
             agent=self._agent(user_agent),
             user_agent=user_agent,
         )
+
+    def _row(self, event: Event, ctx: rows.Context, credential: Credential, *, made_id: bool = False) -> rows.Row:
+        """The event's row; an event naming its real origin's client (``ip``, ``user_agent``: a server tracking on
+        behalf of a browser) gets that client's address and enrichment instead of the request's, each on its own.
+
+        Only a secret key may name it: a write key is public (every page carries it), so a browser could otherwise
+        store any address and agent it likes in the site's data. Its event is refused, not stored with the
+        request's client, so that the sender learns its server-side setup uses the wrong key.
+        """
+        if event.ip or event.user_agent:
+            if credential.kind != "secret":
+                field, own = ("ip", "address") if event.ip else ("user_agent", "User-Agent")
+                raise ContractError(f"{field}: may be set with the site's secret key only; with a write key an event "
+                                    f"has the request's own {own}")
+            if event.ip:
+                ctx = ctx._replace(ip=self._stored_ip(event.ip))
+            if event.user_agent:
+                ctx = ctx._replace(agent=self._agent(event.user_agent), user_agent=event.user_agent)
+        return rows.build_row(event, ctx, made_id=made_id)
+
+    def _stored_ip(self, ip: str) -> str:
+        return anonymize_ip(ip) if self.server.anonymize_ip else ip
 
     def _agent(self, user_agent: str) -> Agent:
         try:
@@ -256,7 +278,11 @@ class Receiver:
             fields["event_id"] = uuid.uuid4().hex
         fields["props"] = props
         # Encoded by msgspec: orjson writes no int beyond 64 bits, nor a Raw.
-        return decode_event(msgspec.json.encode(fields)), made_id
+        try:
+            data = msgspec.json.encode(fields)
+        except RecursionError:  # props orjson read (it takes 1024 levels) nest deeper than msgspec writes
+            raise ContractError("props: invalid JSON: nested too deeply") from None
+        return decode_event(data), made_id
 
     # -- answers ----------------------------------------------------------------------------------
 

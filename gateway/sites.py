@@ -29,8 +29,9 @@ class Sites:
 
     def authenticate(self, key: str) -> Credential | None:
         found = self._by_key.get(key)
-        # The dict finds the candidate; compare_digest keeps the final check constant-time.
-        if found is None or not hmac.compare_digest(key, _key_of(found)):
+        # The dict finds the candidate; compare_digest keeps the final check constant-time. Bytes: on str it
+        # takes ASCII only (TypeError), and a key in the config may be any text.
+        if found is None or not hmac.compare_digest(key.encode(), _key_of(found).encode()):
             return None
         return found
 

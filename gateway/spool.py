@@ -11,6 +11,11 @@ I/O, and a request waits at most ``commit_timeout_s`` before it gets a 503, even
 A failed operation is reported (``health.Part``) and retried: a segment whose rename failed stays
 on the list to hand over, so events already acknowledged always reach the loader once the disk
 lets them.
+
+The spool refuses events before the disk is full, not when it is: ClickHouse must reserve room for
+each insert, so a spool that took the last free bytes could never be loaded (NOT_ENOUGH_SPACE) nor
+therefore shrink. Below ``min_free_bytes`` free on the spool's or ClickHouse's filesystem, events
+get 503 until the loader has moved enough of the spool into ClickHouse; nobody has to step in.
 """
 
 from __future__ import annotations
@@ -21,18 +26,23 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from gateway.config import MiB
 from gateway.health import Part, short
 
 OPEN = ".open"
 SEALED = ".seg"
+#: Once it refuses events for want of disk space, the spool takes them again only with this share more free than
+#: min_free_bytes, so that near the threshold it does not flip between the two with every request.
+RESUME_MARGIN = 1 / 16
 
 
 class SpoolUnavailable(Exception):
-    """Events cannot be made durable right now (spool full or the disk refused); the client should retry."""
+    """Events cannot be made durable right now (spool full, disk short of free space, or the disk refused); the
+    client should retry."""
 
 
 class Spool:
@@ -45,6 +55,8 @@ class Spool:
         segment_max_bytes: int = 32 << 20,
         segment_max_age_ms: int = 1000,
         max_bytes: int = 2 << 30,
+        min_free_bytes: int = 0,
+        watch: Sequence[Path] = (),
         commit_timeout_s: float = 10.0,
         on_seal: Callable[[], None] = lambda: None,
         errors: Counter[str] | None = None,
@@ -55,6 +67,9 @@ class Spool:
         self.segment_max_bytes = segment_max_bytes
         self.segment_max_age = segment_max_age_ms / 1000
         self.max_bytes = max_bytes
+        self.min_free_bytes = min_free_bytes
+        #: Where free space is judged: the spool's filesystem and ``watch``'s (ClickHouse's data directory).
+        self._watched = [directory, *watch]
         self.commit_timeout = commit_timeout_s
         self.on_seal = on_seal
         errors = Counter() if errors is None else errors
@@ -62,6 +77,8 @@ class Spool:
         self.committer = Part("committer", errors)
         #: Handing segments to the loader (close, rename).
         self.sealer = Part("sealer", errors)
+        #: Measuring the free space of the watched filesystems.
+        self.disk = Part("disk", errors)
         self._fd: int | None = None
         self._path: Path | None = None
         self._size = 0
@@ -73,8 +90,14 @@ class Spool:
         # Bytes not yet loaded: the loader thread subtracts, the loop adds.
         self._bytes = 0
         self._bytes_lock = threading.Lock()
-        #: Set when the spool refused events, cleared once it frees room or writes again (for /readyz).
-        self.refusing = False
+        #: The least free space of the watched filesystems at the last look (each tick), less what the spool
+        #: wrote since: between looks it can only overstate what the spool has used, never what is free.
+        self.free_bytes = 0
+        #: Why the spool refuses events for want of free disk space (see _look), else None.
+        self._low_disk: str | None = None
+        #: Why the spool last refused events (full, or the disk refused a write), until a write succeeds or a
+        #: segment is loaded.
+        self._refused: str | None = None
         # Group commit: lines waiting for the next write+fsync, and the futures of their requests.
         self._pending: list[bytes] = []
         self._waiters: list[asyncio.Future[None]] = []
@@ -100,6 +123,7 @@ class Spool:
         self._bytes = sum(p.stat().st_size for p in segments)
         self._seq = int(segments[-1].stem) + 1 if segments else 0
         self._fsync_dir()
+        self._look()
 
     async def start(self) -> None:
         self._ticker = asyncio.create_task(self._tick())
@@ -124,8 +148,12 @@ class Spool:
         when the spool is full, the disk refuses, or it does not confirm within ``commit_timeout_s``.
         """
         if self._bytes + len(lines) > self.max_bytes:
-            self.refusing = True
-            raise SpoolUnavailable(f"spool holds {self._bytes} bytes, its limit is {self.max_bytes}")
+            self._refused = f"spool holds {self._bytes} bytes, its limit is {self.max_bytes}"
+            raise SpoolUnavailable(self._refused)
+        if self._low_disk or self.free_bytes - len(lines) < self.min_free_bytes:
+            self._look(len(lines))  # refuse on a fresh look only: the loader may have freed space since the last one
+            if self._low_disk:
+                raise SpoolUnavailable(self._low_disk)
         if self.stuck:
             raise self._hung()
         waiter = asyncio.get_running_loop().create_future()
@@ -133,6 +161,28 @@ class Spool:
         self._waiters.append(waiter)
         self._kick()
         await waiter  # answered by the committer, or by the timer once the disk hangs (see _tick)
+
+    @property
+    def refusing(self) -> str | None:
+        """Why the spool refuses new events now, None while it takes them (for /readyz)."""
+        return self._low_disk or self._refused
+
+    def _look(self, size: int = 0) -> None:
+        """Measure the free space of the watched filesystems and judge whether ``size`` more bytes may be spooled:
+        not below min_free_bytes, and, once refusing, not until RESUME_MARGIN more is free. On failure keep the
+        (cautious) estimate and the judgement."""
+        try:
+            self.free_bytes = min(_available(path) for path in self._watched)
+        except OSError as exc:
+            self.disk.failed(exc, "judging free space by the last measurement")
+            return
+        self.disk.ok()
+        needed = self.min_free_bytes * (1 + RESUME_MARGIN) if self._low_disk else self.min_free_bytes
+        self._low_disk = self._short_of_disk() if self.free_bytes - size < needed else None
+
+    def _short_of_disk(self) -> str:
+        return (f"{self.free_bytes / MiB:.1f} MiB free on disk, {self.min_free_bytes / MiB:.1f} MiB are kept for"
+                " ClickHouse to load the spool (min_free_disk_bytes)")
 
     def _hung(self) -> SpoolUnavailable:
         return SpoolUnavailable(f"the disk did not confirm the write within {self.commit_timeout:g}s")
@@ -163,12 +213,13 @@ class Spool:
                         # process; only the fsync (in a thread, so the loop keeps serving) survives power loss.
                         await self._in_thread(self._sync)
                 except Exception as exc:
-                    self.refusing = True
                     self.committer.failed(exc, "answering 503 with Retry-After")
-                    _settle(waiters, exc if isinstance(exc, SpoolUnavailable)
-                            else SpoolUnavailable(f"spool write failed: {short(exc)}"))
+                    error = exc if isinstance(exc, SpoolUnavailable) else SpoolUnavailable(
+                        f"spool write failed: {short(exc)}")
+                    self._refused = str(error)
+                    _settle(waiters, error)
                 else:
-                    self.refusing = False
+                    self._refused = None
                     self.committer.ok()
                     _settle(waiters, None)
             if self._sync_due:
@@ -212,6 +263,7 @@ class Spool:
                 self._seal_due = True
             raise SpoolUnavailable(f"spool write failed: {exc.strerror}") from exc
         self._size += len(data)
+        self.free_bytes -= len(data)
         with self._bytes_lock:
             self._bytes += len(data)
         self._dirty = True
@@ -265,12 +317,13 @@ class Spool:
             self._fsync_dir()
 
     async def _tick(self) -> None:
-        """Ask the committer to seal segments by age (and retry failed handovers) and, with
-        ``fsync = "interval"``, to flush on schedule."""
+        """Look at the free disk space, ask the committer to seal segments by age (and retry failed
+        handovers) and, with ``fsync = "interval"``, to flush on schedule."""
         period = min(self.segment_max_age, self.fsync_interval) / 2
         last_sync = time.monotonic()
         while True:
             await asyncio.sleep(period)
+            self._look()
             now = time.monotonic()
             if self.fsync == "interval" and now - last_sync >= self.fsync_interval:
                 last_sync = now
@@ -307,7 +360,7 @@ class Spool:
             segment.unlink()
             with self._bytes_lock:
                 self._bytes -= size
-            self.refusing = False
+            self._refused = None
 
     @property
     def depth_bytes(self) -> int:
@@ -325,6 +378,15 @@ def _settle(waiters: list[asyncio.Future[None]], error: BaseException | None) ->
             waiter.set_result(None)
         else:
             waiter.set_exception(error)
+
+
+def _available(path: Path) -> int:
+    """Bytes free for writing on the filesystem of ``path``, or of its nearest existing parent (ClickHouse's
+    directory does not exist before its first start)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    stat = os.statvfs(path)
+    return stat.f_bavail * stat.f_frsize
 
 
 def _drop_partial_line(path: Path) -> None:

@@ -71,8 +71,11 @@ class GatewayProcess:
         directory.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.clickhouse_port = free_port()
+        # min_free_disk_bytes: a test's gateway stores megabytes, and the default's 512 MiB of headroom would
+        # refuse every event on a shared machine whose disk runs low (the disk-full tests set their own).
         settings = {"host": "127.0.0.1", "port": self.port, "clickhouse_port": self.clickhouse_port,
-                    "ops_port": free_port(), "data_dir": "data", "segment_max_age_ms": 200, **server}
+                    "ops_port": free_port(), "data_dir": "data", "segment_max_age_ms": 200,
+                    "min_free_disk_bytes": 32 * 1024 * 1024, **server}
         #: Where /metrics and /readyz are served: the ops port, or the ingest port with ``ops_port=0``.
         self.ops_port: int = settings["ops_port"] or self.port
         lines = ["[server]"] + [f"{k} = {orjson.dumps(v).decode()}" for k, v in settings.items()]

@@ -16,14 +16,17 @@ from tests.conftest import GatewayProcess
 VECTORS = Path(__file__).resolve().parent.parent / "schemas" / "vectors"
 VALID = orjson.loads((VECTORS / "valid.json").read_bytes())["vectors"]
 INVALID = orjson.loads((VECTORS / "invalid.json").read_bytes())["vectors"]
+#: What an event that names no client of its own is stored with: the request's.
+REQUEST_CLIENT = {"ip": "127.0.0.1", "user_agent": "conformance"}
 
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    """A gateway whose time window admits the contract's whole range (2000 to 2100): the vectors test the
-    contract; how far from its arrival an event may lie is the gateway's policy (tests/test_poison.py)."""
+    """A gateway whose time window admits the contract's whole range (2000 to 2100), and which stores addresses
+    whole: the vectors test the contract; how far from its arrival an event may lie (tests/test_poison.py), which
+    key may name an event's client (tests/test_secret_keys.py) and anonymization are the gateway's policy."""
     gw = GatewayProcess(tmp_path_factory.mktemp("gw"), max_past_days_write_key=40_000.0,
-                        max_future_s=40_000.0 * 86_400).start()
+                        max_past_days_secret_key=40_000.0, max_future_s=40_000.0 * 86_400, anonymize_ip=False).start()
     yield gw
     gw.stop()
 
@@ -60,7 +63,8 @@ def test_valid_vectors_are_stored_as_normalized(gateway: GatewayProcess) -> None
     shared = Counter(v["event"]["event_id"] for v in VALID)
     events = [{**v["event"], "event_id": f"{v['event']['event_id']}-{i}"} if shared[v["event"]["event_id"]] > 1
               else v["event"] for i, v in enumerate(VALID)]
-    response = gateway.send(events, key="wk_b")
+    # With the secret key, which may set ip and user_agent; an event without them has the request's.
+    response = gateway.send(events, key="sk_b", headers={"User-Agent": "conformance"})
     assert response.status_code == 200
     assert response.json() == {"accepted": len(VALID), "rejected": []}
     sql = "SELECT count() FROM clicktrail.events WHERE site_id = 'site_b'"
@@ -74,6 +78,8 @@ def test_valid_vectors_are_stored_as_normalized(gateway: GatewayProcess) -> None
             elif field == "ts":
                 stored = _ms(row["ts"])
                 assert stored == (expected if expected is not None else _ms(row["received_at"])), vector["name"]
+            elif field in REQUEST_CLIENT and not expected:
+                assert row[field] == REQUEST_CLIENT[field], vector["name"]
             else:
                 assert row[field] == expected, (vector["name"], field)
 

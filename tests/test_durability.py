@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import orjson
 
 from tests.conftest import COUNT_ALL, DUPLICATES, GatewayProcess, assert_exactly_once, make_event
+from tests.traffic import Load
 
 
 def test_duplicate_sends_are_stored_once(gateway: GatewayProcess) -> None:
@@ -31,37 +30,12 @@ def test_duplicate_sends_are_stored_once(gateway: GatewayProcess) -> None:
     assert gateway.scalar(DUPLICATES) == 0
 
 
-def _load(gw: GatewayProcess, stop: threading.Event, acked: list[str], workers: int = 4) -> list[threading.Thread]:
-    """Send 50-event batches from several threads until ``stop``; record the ids of acknowledged events."""
-
-    def worker() -> None:
-        with httpx.Client(base_url=gw.base, timeout=10) as client:
-            while not stop.is_set():
-                batch = [make_event("live_heartbeat", props={"stream_id": "s1", "view_id": "v1", "mode": "live",
-                                                              "watched_ms": 1000}) for _ in range(50)]
-                try:
-                    response = client.post("/v1/batch", content=orjson.dumps({"batch": batch}),
-                                           headers={"X-Write-Key": "wk_a"})
-                except httpx.TransportError:
-                    return  # the gateway died mid-request: not acknowledged
-                if response.status_code == 200:
-                    acked.extend(e["event_id"] for e in batch)
-
-    threads = [threading.Thread(target=worker) for _ in range(workers)]
-    for t in threads:
-        t.start()
-    return threads
-
-
 def _kill_under_load(gw: GatewayProcess, seconds: float) -> list[str]:
     """kill -9 the gateway while it takes load; the ids of the events it acknowledged before dying."""
-    stop, acked = threading.Event(), []
-    threads = _load(gw, stop, acked)
-    time.sleep(seconds)
-    gw.kill()
-    stop.set()
-    for t in threads:
-        t.join()
+    acked: list[str] = []
+    with Load(gw, acked):
+        time.sleep(seconds)
+        gw.kill()
     assert len(acked) > 500, "the load did not get going"
     return acked
 

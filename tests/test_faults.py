@@ -1,5 +1,7 @@
 """No fault stops ingest silently: each background part survives its step's failure, says so in
 /readyz and /metrics, recovers once the fault clears, and nothing acknowledged is lost or doubled.
+Under load, other clients stay as fast as before the fault (tests/traffic.py); a disk that fills up
+is a real one, a small tmpfs.
 
 Faults are switched on and off from outside while a real gateway runs (tests/faults.py).
 """
@@ -7,6 +9,8 @@ Faults are switched on and off from outside while a real gateway runs (tests/fau
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -16,7 +20,10 @@ from typing import Any
 import httpx
 import pytest
 
+from gateway.config import MiB
+from gateway.loader import POISON_ATTEMPTS
 from tests.conftest import GatewayProcess, assert_exactly_once, make_event
+from tests.traffic import Load, assert_latency_kept, probe
 
 Factory = Callable[..., GatewayProcess]
 
@@ -210,3 +217,135 @@ def test_a_spool_directory_that_refuses_changes_for_a_while(new_gateway: Factory
     finally:
         subprocess.run(["chattr", "-i", str(spool)], check=True)
     assert_recovers(gw, acked)
+
+
+# -- ClickHouse away, and kill -9, under load --------------------------------------------------------
+
+
+@pytest.mark.parametrize("step", ["insert", "stall"], ids=["inserts-refused", "inserts-hang"])
+def test_clickhouse_away_under_load_keeps_clients_fast_and_loses_nothing(new_gateway: Factory, step: str) -> None:
+    """ClickHouse unavailable for minutes, shortened: what the loader does (back off up to 30 s, or wait on a
+    hung insert) is the same after seconds as after minutes, and the spool takes events meanwhile."""
+    gw = faulty(new_gateway, max_loader_lag_s=1.0)
+    acked: list[str] = []
+    with Load(gw, acked, pause=0.01) as load:
+        before = probe(gw, acked)
+        with fault(gw, step):
+            until(lambda: not_ready_because(gw, "loader"), what="/readyz to report the loader")
+            during = probe(gw, acked)
+    assert set(load.statuses) == {200}, load.statuses
+    assert_latency_kept(before, during, "while ClickHouse takes no inserts")
+    assert_recovers(gw, acked)
+
+
+def test_a_restart_after_kill_9_loads_the_backlog_while_clients_stay_fast(new_gateway: Factory) -> None:
+    """kill -9 under load with a backlog waiting in the spool (ClickHouse was stalled): the restarted gateway
+    loads it while it serves, and a probe client right after the restart is as fast as before the kill."""
+    gw = faulty(new_gateway)
+    acked: list[str] = []
+    with Load(gw, acked, pause=0.01):
+        before = probe(gw, acked)
+    with fault(gw, "stall"), Load(gw, acked) as load:
+        until(lambda: len(acked) > 20_000, what="a backlog to build up")
+        gw.kill()
+    assert load.broken and set(load.statuses) == {200}
+    gw.start()
+    with Load(gw, acked, pause=0.01):
+        during = probe(gw, acked)
+    assert "from before this start; loading them" in gw.log()
+    assert_latency_kept(before, during, "while the restart loads the backlog kill -9 left")
+    assert_exactly_once(gw, acked)
+
+
+# -- a disk that fills up ---------------------------------------------------------------------------
+
+#: The small disk's size, and the free space the gateway keeps on it for ClickHouse.
+DISK_MIB = 64
+HEADROOM = 16 * MiB
+#: Events of 2 KB, compressible: the spool fills the disk fast, and ClickHouse stores them in little room.
+PADDED: dict[str, Any] = {"name": "note", "props": {"text": "x" * 2000}}
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A tmpfs of DISK_MIB mounted for the test (as root; skipped where mounting is not permitted)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_MIB}m", "tmpfs", str(disk)],
+                           capture_output=True, text=True)
+    if mount.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mount.stderr.strip()}")
+    try:
+        yield disk
+    finally:
+        # Lazily, so that a process still holding a file there (a gateway not yet gone) cannot fail the teardown.
+        subprocess.run(["umount", "--lazy", str(disk)], check=True)
+
+
+def on_small_disk(new_gateway: Factory, disk: Path) -> GatewayProcess:
+    return faulty(new_gateway, data_dir=str(disk / "data"), min_free_disk_bytes=HEADROOM,
+                  segment_max_bytes=2 * MiB)
+
+
+def free_bytes(disk: Path) -> int:
+    stat = os.statvfs(disk)
+    return stat.f_bavail * stat.f_frsize
+
+
+def test_a_filling_disk_refuses_events_with_room_left_for_clickhouse_and_recovers_by_itself(
+        small_disk: Path, new_gateway: Factory) -> None:
+    gw = on_small_disk(new_gateway, small_disk)
+    acked: list[str] = []
+    # ClickHouse takes nothing meanwhile, so that the spool fills the disk, as in an outage or a burst the
+    # loader cannot keep up with.
+    with fault(gw, "stall"):
+        with Load(gw, acked, **PADDED) as load:
+            until(lambda: load.statuses[503] > 20, what="the gateway to refuse events")
+        assert set(load.statuses) == {200, 503}, load.statuses  # no other 5xx, no error of the client's
+        # Less only by the requests under way when it began to refuse.
+        assert free_bytes(small_disk) > HEADROOM - MiB, "the spool ate ClickHouse's headroom"
+        refused = gw.send([make_event(**PADDED) for _ in range(50)])  # as large as the batches refused
+        assert refused.status_code == 503 and int(refused.headers["retry-after"]) > 0
+        assert "min_free_disk_bytes" in refused.json()["error"]
+        assert "MiB free on disk" in readiness(gw).json()["problems"]["spool"]
+        assert "clicktrail_spool_refusing 1.0" in gw.ops.get("/metrics").text.splitlines()
+    # No operator: the loader moves the spool into ClickHouse, deleting its segments, and ingest resumes.
+    with Load(gw, acked, **PADDED) as load:
+        until(lambda: load.statuses[200] > 0, what="ingest to resume by itself")
+    assert set(load.statuses) <= {200, 503}, load.statuses
+    assert_exactly_once(gw, acked)
+    assert "NOT_ENOUGH_SPACE" not in gw.log()  # the room kept was enough for every insert
+    until(lambda: readiness(gw).status_code == 200, what="/readyz to answer 200 again")
+    assert "clicktrail_spool_refusing 0.0" in gw.ops.get("/metrics").text.splitlines()
+
+
+def fill(disk: Path) -> Path:
+    """A file that takes every free byte of ``disk``."""
+    ballast = disk / "ballast"
+    with ballast.open("wb", buffering=0) as f:
+        for chunk in (MiB, 4096):
+            try:
+                while True:
+                    f.write(b"\0" * chunk)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC
+    return ballast
+
+
+def test_an_insert_clickhouse_has_no_room_for_keeps_its_segments_for_later(
+        small_disk: Path, new_gateway: Factory) -> None:
+    gw = on_small_disk(new_gateway, small_disk)
+    acked: list[str] = []
+    with fault(gw, "stall"):
+        send(gw, acked)
+        ballast = fill(small_disk)  # something else filled the disk: ClickHouse cannot reserve room
+    until(lambda: internal_errors(gw, "loader") > POISON_ATTEMPTS, what="inserts to fail")
+    assert "NOT_ENOUGH_SPACE" in readiness(gw).json()["problems"]["loader"]
+    spool = small_disk / "data" / "spool"
+    assert list(spool.glob("*.seg")), "the segments left the spool"
+    ballast.unlink()
+    assert_recovers(gw, acked)
+    # Failing for want of room made no segment a suspect: nothing was loaded piece by piece nor set aside.
+    assert "piece by piece" not in gw.log() and not (spool / "quarantine").exists()

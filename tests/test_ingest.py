@@ -268,9 +268,14 @@ def test_bots_are_flagged(gateway: GatewayProcess) -> None:
 def test_logs_carry_no_keys_ids_or_addresses(gateway: GatewayProcess) -> None:
     secret_user = "u-" + uuid.uuid4().hex
     event = make_event(user_id=secret_user, url="https://a.example/?ch=x")
-    gateway.http.post("/v1/batch", content=orjson.dumps({"batch": [event]}), headers={"Authorization": "Bearer sk_a"})
+    # A backend's event naming the browser it tracks for: that browser's address and agent are personal data too.
+    on_behalf = make_event(ip="192.0.2.201", user_agent=f"Mozilla/5.0 (X11; Linux x86_64; {uuid.uuid4().hex})")
+    gateway.http.post("/v1/batch", content=orjson.dumps({"batch": [event, on_behalf]}),
+                      headers={"Authorization": "Bearer sk_a"})
     gateway.send([make_event("registration")])  # a rejection
-    stored(gateway, [event["event_id"]])
+    gateway.send([on_behalf])  # refused: a write key may not name the client
+    stored(gateway, [event["event_id"], on_behalf["event_id"]])
     log = gateway.log()
-    for needle in (secret_user, event["event_id"], event["anonymous_id"], "sk_a", "admin-pw", "analyst-pw"):
+    for needle in (secret_user, event["event_id"], event["anonymous_id"], "sk_a", "admin-pw", "analyst-pw",
+                   on_behalf["ip"], "192.0.2.0", on_behalf["user_agent"]):
         assert needle not in log, needle

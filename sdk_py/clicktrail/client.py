@@ -56,6 +56,11 @@ class OtherFields(TypedDict, total=False):
     url: str | None
     referrer: str | None
     title: str | None
+    # The client of the event's real origin, when you track on behalf of a browser or app (from the request
+    # your server is handling); default: the request's, your server's address and this SDK's User-Agent.
+    # Only a site's secret key may set them: the gateway refuses them with a write key.
+    ip: str | None  #: IPv4 or IPv6 address
+    user_agent: str | None  #: its User-Agent header, at most 1000 characters
 
 
 class Fields(OtherFields, total=False):

@@ -13,6 +13,7 @@ numbers, ``bool`` is never a number, ``tuple`` is an array, ``None`` means absen
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import operator
@@ -101,6 +102,21 @@ def parse_time(value: object, path: str = "ts") -> int:
     return ms
 
 
+def _check_ip(value: str, path: str) -> None:
+    """ContractError unless ``value`` is an IPv4 or IPv6 address as the gateway reads one (``$defs/ip``).
+
+    The SDK sends it as given; the gateway stores its canonical form. A zone (``fe80::1%eth0``) names an
+    interface of the sender's own machine, no address anyone else can place.
+    """
+    try:
+        if "%" not in value:
+            ipaddress.ip_address(value)
+            return
+    except ValueError:
+        pass
+    raise ContractError(f"{path}: not an IPv4 or IPv6 address")
+
+
 # --- compiling the schemas into field rules -------------------------------------------------------
 
 _KINDS: dict[type, str] = {str: "string", int: "integer", float: "number", Decimal: "number", bool: "boolean",
@@ -112,6 +128,8 @@ _BOUNDS: dict[str, tuple[str, Callable[[Any, Any], bool]]] = {
     "exclusiveMaximum": ("<", operator.lt),
 }
 _FIELD_KEYWORDS = {"type", "enum", "format", "description", "examples", "$comment", "minLength", "maxLength", *_BOUNDS}
+#: JSON Schema has a format for each IP version; an address field takes either (_check_ip).
+_IP_FORMATS = [{"format": "ipv4"}, {"format": "ipv6"}]
 
 
 class _Field(NamedTuple):
@@ -123,6 +141,7 @@ class _Field(NamedTuple):
     max_length: int | None
     bounds: tuple[tuple[str, float, Callable[[Any, Any], bool]], ...]
     enum: tuple[object, ...] | None
+    address: bool  # a string that must be an IP address
 
 
 def _kind(value: object) -> str:
@@ -139,21 +158,28 @@ def _field(name: str, path: str, spec: dict[str, Any], required: bool, defs: dic
         if ref not in defs:
             raise SchemaError(f"{path}: only references to this file's $defs are supported")
         spec = defs[ref] | {k: v for k, v in spec.items() if k != "$ref"}
+    address = "anyOf" in spec
+    if address:
+        if spec["anyOf"] != _IP_FORMATS:
+            raise SchemaError(f"{path}: anyOf is supported only as {_IP_FORMATS}")
+        spec = {k: v for k, v in spec.items() if k != "anyOf"}
     if unknown := spec.keys() - _FIELD_KEYWORDS:
         raise SchemaError(f"{path}: unsupported keywords {sorted(unknown)}")
     types = spec["type"] if isinstance(spec["type"], list) else [spec["type"]]
     if ("null" in types) == required:
         raise SchemaError(f"{path}: optional fields must allow null (it means absent), required ones must not")
     types = [t for t in types if t != "null"]
+    if address and (types != ["string"] or "format" in spec or "enum" in spec):
+        raise SchemaError(f"{path}: an address (anyOf ipv4, ipv6) must be a string without other formats or enum")
     if spec.get("format") == "date-time" and types == ["number", "string"]:
-        return _Field(name, path, "time", required, False, None, (), None)  # its range is the core's time
+        return _Field(name, path, "time", required, False, None, (), None, False)  # its range is the core's time
     if "format" in spec or len(types) != 1 or types[0] not in _KINDS.values():
         raise SchemaError(f"{path}: unsupported type {spec['type']}")
     if spec.get("minLength", 1) != 1:  # the error strings know only "must not be empty"
         raise SchemaError(f"{path}: minLength other than 1 is not supported")
     enum = tuple(v for v in spec["enum"] if v is not None) if "enum" in spec else None
     bounds = tuple((op, spec[key], check) for key, (op, check) in _BOUNDS.items() if key in spec)
-    return _Field(name, path, types[0], required, "minLength" in spec, spec.get("maxLength"), bounds, enum)
+    return _Field(name, path, types[0], required, "minLength" in spec, spec.get("maxLength"), bounds, enum, address)
 
 
 def _fields(schema: dict[str, Any], prefix: str, defs: dict[str, Any]) -> dict[str, _Field]:
@@ -248,6 +274,8 @@ def _check(field: _Field, value: object) -> None:
                 raise ContractError(f"{field.path}: must not be empty")
         elif field.max_length is not None and len(value) > field.max_length:  # type: ignore[arg-type]
             raise ContractError(f"{field.path}: longer than {field.max_length} characters")
+        elif field.address:
+            _check_ip(value, field.path)  # type: ignore[arg-type]
     elif kind == "number" or kind == "integer":
         if not math.isfinite(value):  # type: ignore[arg-type]
             raise ContractError(f"{field.path}: number out of range")
