@@ -27,7 +27,7 @@ from tests.conftest import ROOT, GatewayProcess, make_event
 DIST_INFO = "clicktrail-0.1.0.dist-info"
 #: What the wheel must carry, by folder in the wheel: the repository folder and the files of it that ship.
 SHIPPED = {
-    "gateway/_data/schemas": (ROOT / "schemas", ["*.schema.json", "events/*.schema.json"]),
+    "gateway/_data/schemas": (ROOT / "schemas", ["*.schema.json", "events/*.schema.json", "openapi.json"]),
     "gateway/_data/migrations": (ROOT / "clickhouse" / "migrations", ["*.sql"]),
     "gateway/_data/views": (ROOT / "clickhouse" / "views", ["*.sql"]),
     "gateway/_data/sdk": (ROOT / "sdk_js" / "dist", ["*"]),
