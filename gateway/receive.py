@@ -118,14 +118,18 @@ class Receiver:
             return self._refuse(request, exc)
 
     async def pixel(self, request: Request) -> Response:
-        """GET with the event in the query string, for e-mails and pages without JavaScript."""
+        """GET with the event in the query string, for e-mails and pages without JavaScript.
+
+        A HEAD (which Starlette routes here too) gets the same checks and answer but stores nothing: mail scanners
+        and link checkers ask with it, and nobody opened the mail."""
         try:
             self._admit_ip(request)
             event, made_id = self._pixel_event(request)
             credential = self._authenticate(request, "")
             row = self._row(event, self._context(request, credential, None), credential, made_id=made_id)
-            self._rate_limit(credential, 1)
-            await self._store(credential, [row])
+            if request.method != "HEAD":
+                self._rate_limit(credential, 1)
+                await self._store(credential, [row])
         except Exception as exc:  # each kind is answered in _refuse, a fault of ours too
             return self._refuse(request, exc)
         return Response(PIXEL, media_type="image/gif",

@@ -177,6 +177,18 @@ def test_pixel_stores_the_event_and_returns_a_gif(gateway: GatewayProcess) -> No
     assert missing.json()["error"] == "anonymous_id: anonymous_id or user_id is required"
 
 
+def test_a_head_of_the_pixel_is_answered_and_stores_nothing(gateway: GatewayProcess) -> None:
+    """Mail scanners and link checkers send HEAD: an answer as for GET, but no event (nobody opened the mail)."""
+    checked, opened = "u-" + uuid.uuid4().hex, "u-" + uuid.uuid4().hex
+    head = gateway.http.head("/v1/pixel.gif", params={"k": "wk_b", "event": "email_open", "user_id": checked})
+    assert head.status_code == 200 and head.headers["content-type"] == "image/gif"
+    assert gateway.http.head("/v1/pixel.gif", params={"k": "wk_b", "event": "email_open"}).status_code == 400
+    # A GET sent after the HEAD is loaded, so the HEAD's event would be by now too.
+    gateway.http.get("/v1/pixel.gif", params={"k": "wk_b", "event": "email_open", "user_id": opened})
+    gateway.wait_for(f"SELECT count() FROM clicktrail.events WHERE user_id = '{opened}'", 1)
+    assert gateway.rows(f"SELECT count() AS n FROM clicktrail.events WHERE user_id = '{checked}'") == [{"n": 0}]
+
+
 def test_enrichment(gateway: GatewayProcess) -> None:
     now = int(time.time() * 1000)
     landing = make_event(url="https://a.example/webinar/2026?ch=wx_group_7&utm_source=wechat&sharer=emp_42&x=1",
