@@ -351,13 +351,26 @@ def _json_object(text: str) -> dict[str, object]:
 
 
 def _gunzip(body: bytes) -> bytes:
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        data = inflater.decompress(body, MAX_INFLATED_BYTES + 1)
-    except zlib.error as exc:
-        raise HttpError(400, "unreadable", f"body: not valid gzip ({exc})") from exc
-    if len(data) > MAX_INFLATED_BYTES or inflater.unconsumed_tail:
-        raise HttpError(413, "too_large", f"body: inflates to more than {MAX_INFLATED_BYTES} bytes")
-    if not inflater.eof:
-        raise HttpError(400, "unreadable", "body: gzip stream is truncated")
-    return data
+    """The inflated body. A gzip body may hold several members, one after another (RFC 1952, 2.2: what
+    concatenated or streamed compressors write), each inflated in turn as gzip -d does; anything else after the
+    end is refused, not dropped, as it may be events."""
+    inflated: list[bytes] = []
+    size = 0
+    rest = body
+    while True:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            data = inflater.decompress(rest, MAX_INFLATED_BYTES + 1 - size)
+        except zlib.error as exc:
+            raise HttpError(400, "unreadable", f"body: not valid gzip ({exc})") from exc
+        size += len(data)
+        if size > MAX_INFLATED_BYTES or inflater.unconsumed_tail:
+            raise HttpError(413, "too_large", f"body: inflates to more than {MAX_INFLATED_BYTES} bytes")
+        if not inflater.eof:
+            raise HttpError(400, "unreadable", "body: gzip stream is truncated")
+        inflated.append(data)
+        rest = inflater.unused_data
+        if not rest:
+            return b"".join(inflated)
+        if not rest.startswith(b"\x1f\x8b"):
+            raise HttpError(400, "unreadable", "body: data after the end of the gzip stream")

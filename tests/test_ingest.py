@@ -140,6 +140,23 @@ def test_sendbeacon_text_plain_and_gzip_bodies(gateway: GatewayProcess) -> None:
     assert orjson.loads(next(r for r in rows if r["event"] == "page_leave")["props"]) == beacon["props"]
 
 
+def test_a_gzip_body_of_several_members_is_read_whole(gateway: GatewayProcess) -> None:
+    """Concatenated gzip members are one gzip body (RFC 1952): every member's events count, none is dropped; what
+    is not gzip after the end is refused, not ignored; and the inflation limit holds for the members together."""
+    events = [make_event() for _ in range(3)]
+    body = orjson.dumps({"batch": events})
+    headers = {"X-Write-Key": "wk_b", "Content-Encoding": "gzip", "Content-Type": "application/json"}
+    members = b"".join(gzip.compress(body[i:i + 40]) for i in range(0, len(body), 40))
+    response = gateway.http.post("/v1/batch", content=members, headers=headers)
+    assert response.status_code == 200 and response.json()["accepted"] == 3, response.text
+    assert len(stored(gateway, [e["event_id"] for e in events])) == 3
+    junk = gateway.http.post("/v1/batch", content=gzip.compress(body) + b"junk", headers=headers)
+    assert (junk.status_code, junk.json()) == (400, {"error": "body: data after the end of the gzip stream"})
+    half = b" " * (3 * 1024 * 1024)
+    bomb = gzip.compress(b'{"batch": [' + half) + gzip.compress(half + b"]}")
+    assert gateway.http.post("/v1/batch", content=bomb, headers=headers).status_code == 413
+
+
 def test_rate_limited_site_gets_429_with_retry_after(gateway: GatewayProcess) -> None:
     # 5 events/s with a 10-event burst: a 30-event batch passes on a full bucket and leaves it 20 in debt.
     assert gateway.send([make_event() for _ in range(30)], key="wk_limited").status_code == 200
