@@ -105,8 +105,9 @@ export function init(options) {
     fetch(endpoint, { method: 'POST', body: JSON.stringify({ batch, sent_at: Date.now() }), keepalive: !!hide })
       .then(
         (r) => {
-          // 2xx, or a refusal a retry cannot fix (400, 401, 403, 413, 415): done with these events.
-          if (r.status < 500 && r.status != 429) {
+          // 2xx, or a refusal a retry cannot fix (400, 401, 403, 413, 415): done with these events. A 408
+          // (the body came too slowly) and a 429 are the gateway's word to send them again.
+          if (r.status < 500 && r.status != 429 && r.status != 408) {
             box((q) => q.filter((e) => !ids.includes(e.event_id)))
             fails = 0
             return 1

@@ -127,6 +127,18 @@ test('network errors back off exponentially up to a minute; 429 is retried', asy
   assert.equal(env.stored(QUEUE).length, 0, 'delivered by the tenth request')
 })
 
+test('408 is retried: the gateway timed the body out, the events were not stored', async (t) => {
+  env.answers.push(408)
+  init({ key: KEY })
+  await tick(t, 1000)
+  assert.equal(env.requests.length, 1)
+  assert.equal(env.stored(QUEUE).length, 1, 'kept in localStorage')
+  await tick(t, 1000)
+  assert.equal(env.requests.length, 2)
+  assert.deepEqual(env.requests[1].body.batch, env.requests[0].body.batch, 'the same events, the same event_ids')
+  assert.equal(env.stored(QUEUE).length, 0)
+})
+
 for (const status of [400, 401, 403, 413, 415]) {
   test(`${status} is final: the batch is dropped, not retried`, async (t) => {
     env.answers.push(status)
