@@ -155,3 +155,12 @@ class GatewayProcess:
                 return value
             time.sleep(0.1)
         return value
+
+    def drained_metrics(self, timeout: float = 60) -> list[str]:
+        """The lines of /metrics once the spool is empty: every acknowledged event is loaded and its segment
+        deleted (the rows are queryable a moment before, as the insert commits before the loader says so)."""
+        deadline = time.monotonic() + timeout
+        while "clicktrail_spool_bytes 0.0" not in (metrics := self.ops.get("/metrics").text.splitlines()):
+            assert time.monotonic() < deadline, "the spool did not drain"
+            time.sleep(0.05)
+        return metrics
