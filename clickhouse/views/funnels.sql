@@ -81,9 +81,11 @@ FROM (
     FROM clicktrail.funnel_persons(site = {site:String}, steps = {steps:Array(String)}, window_s = {window_s:UInt64},
                                    date_from = {date_from:Date}, date_to = {date_to:Date}) AS p
     LEFT JOIN (
-        -- Read only when asked for: a constant false filter skips the touches.
+        -- Read only when asked for: without by_channel the filter names no site ('' is none), so the key reads
+        -- no touch. (A constant false filter is not pushed down at all: every site's first touches were worked
+        -- out, then dropped.)
         SELECT person_id, channel FROM clicktrail.first_touch_channels
-        WHERE site_id = {site:String} AND {by_channel:UInt8}
+        WHERE site_id = if({by_channel:UInt8} = 1, {site:String}, '')
     ) AS f ON f.person_id = p.person_id
 )
 ARRAY JOIN range(1, length(steps) + 1) AS step

@@ -60,9 +60,11 @@ FROM (
            if({by_channel:UInt8}, if(f.channel = '', '(direct)', f.channel), '') AS channel
     FROM clicktrail.lead_persons AS l
     LEFT JOIN (
-        -- Read only when asked for: a constant false filter skips the touches.
+        -- Read only when asked for: without by_channel the filter names no site ('' is none), so the key reads
+        -- no touch. (A constant false filter is not pushed down at all: every site's first touches were worked
+        -- out, then dropped.)
         SELECT person_id, channel FROM clicktrail.first_touch_channels
-        WHERE site_id = {site:String} AND {by_channel:UInt8}
+        WHERE site_id = if({by_channel:UInt8} = 1, {site:String}, '')
     ) AS f ON f.person_id = l.person_id
     WHERE l.site_id = {site:String} AND l.entered_at IS NOT NULL
       AND toDate(l.entered_at) BETWEEN {date_from:Date} AND {date_to:Date}
