@@ -13,6 +13,7 @@ import pytest
 
 # The gateway process helper lives in loadtests/, where the benchmarks can use it too; the tests import it
 # from here as they always did (the aliases mark the re-exports).
+from gateway.store import Store
 from loadtests.gateway_process import ROOT as ROOT
 from loadtests.gateway_process import GatewayProcess as GatewayProcess
 from loadtests.gateway_process import free_port as free_port
@@ -35,6 +36,16 @@ def assert_exactly_once(gw: GatewayProcess, acked: list[str]) -> None:
     missing = set(acked) - stored
     assert not missing, f"{len(missing)} acknowledged events lost, e.g. {sorted(missing)[:3]}"
     assert gw.scalar(DUPLICATES) == 0
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    """An embedded store of the test's own, opened as a gateway opens it (chDB opens a data directory in one
+    process at a time, so each test gets its directory)."""
+    s = Store(tmp_path / "store")
+    s.open()
+    yield s
+    s.close()
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import itertools
 import shutil
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,15 +30,6 @@ SECRET = TimeWindow.of(1825, 3600, "the secret key")
 #: A fixed "now" for every receive time below: just after a UTC midnight.
 MIDNIGHT = int(datetime(2026, 11, 24, tzinfo=UTC).timestamp() * 1000)
 _segment_numbers = itertools.count()
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    """A store of the test's own: chDB opens one data directory per process at a time, and one test opens two."""
-    s = Store(tmp_path / "store")
-    s.open()
-    yield s
-    s.close()
 
 
 def event(**fields: Any) -> dict[str, Any]:
