@@ -245,10 +245,14 @@ def test_a_restart_after_kill_9_loads_the_backlog_while_clients_stay_fast(new_ga
     acked: list[str] = []
     with Load(gw, acked, pause=0.01):
         before = probe(gw, acked)
+    acked_before = len(acked)
     with fault(gw, "stall"), Load(gw, acked) as load:
-        until(lambda: len(acked) > 20_000, what="a backlog to build up")
+        until(lambda: len(acked) > acked_before + 20_000, what="a backlog to build up")
         gw.kill()
-    assert load.broken and set(load.statuses) == {200}
+        # Each client's next request finds the gateway gone (one between two requests when the kill came would
+        # otherwise stop unbroken, and the kill would not be shown to have come mid-load).
+        until(lambda: load.broken == 4, what="every client to find the gateway gone")
+    assert set(load.statuses) == {200}
     gw.start()
     with Load(gw, acked, pause=0.01):
         during = probe(gw, acked)
