@@ -529,6 +529,13 @@ class Load:
         return self.rows / self.insert_s
 
 
+def print_loads(loads: list[tuple[str, Load]]) -> None:
+    """The table of loads compared in one run (this benchmark's and bench_loader's)."""
+    print(f"\n{'load (gateway Loader, insert time)':<44}{'rows/s':>12}{'inserts':>9}{'wall s':>9}")
+    for name, result in loads:
+        print(f"{name:<44}{result.rows_per_s:>12,.0f}{result.inserts:>9}{result.wall_s:>9.1f}")
+
+
 def load(store: Store, segments: list[Path], spool_dir: Path, expected: int, duplicates: int = 0) -> Load:
     """Run the gateway's Loader over (hard links to) the segments until the spool is empty; the insert time is
     the loader's own measure (its metrics), as /metrics reports it. ``expected``: the rows events must gain;
@@ -1383,9 +1390,7 @@ def main() -> int:
     ratio = load_a.rows_per_s / load_b.rows_per_s
     print(f"\n{rows:,} events ({size / 2**20:,.0f} MiB, {len(segments)} segments) over {DAYS} days; "
           f"views for {SITE} over {month:%Y-%m}; medians of {RUNS} runs")
-    print(f"\n{'load (gateway Loader, insert time)':<44}{'rows/s':>12}{'inserts':>9}{'wall s':>9}")
-    for name, result in (("(b) events table only", load_b), ("(a) with rollups and views", load_a)):
-        print(f"{name:<44}{result.rows_per_s:>12,.0f}{result.inserts:>9}{result.wall_s:>9.1f}")
+    print_loads([("(b) events table only", load_b), ("(a) with rollups and views", load_a)])
     flag = "" if ratio >= LOAD_RATIO_TARGET else "  BELOW TARGET"
     print(f"{'ratio a/b':<44}{ratio:>12.2f}   target >= {LOAD_RATIO_TARGET}{flag}")
     print(f"\n{'view':<52}{'rows':>8}{'view ms':>10}{'raw ms':>10}{'speedup':>9}")

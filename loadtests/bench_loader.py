@@ -59,7 +59,7 @@ from gateway.enrich import parse_user_agent
 from gateway.rows import Context, Row, TimeWindow, build_row, encode
 from gateway.spool import SEALED
 from gateway.store import DATABASE, Store
-from loadtests.bench_analytics import Load, load, settle
+from loadtests.bench_analytics import Load, load, print_loads, settle
 from loadtests.traffic import DAY_MS, MINUTE_MS, SECOND_MS, SITES
 
 DEFAULT_STORED = 100_000_000
@@ -297,9 +297,7 @@ def main() -> int:
     ratio = full.rows_per_s / empty.rows_per_s
     print(f"\n{rows:,} rows in segments of {args.segment_rows:,}, {args.late:g} % late; {stored:,} events seeded "
           f"in {seeded_s:.0f} s ({disk_gib:.1f} GiB for events)")
-    print(f"\n{'load (gateway Loader, insert time)':<44}{'rows/s':>12}{'inserts':>9}{'wall s':>9}")
-    for name, result in (("empty table", empty), (f"{stored:,} events stored", full)):
-        print(f"{name:<44}{result.rows_per_s:>12,.0f}{result.inserts:>9}{result.wall_s:>9.1f}")
+    print_loads([("empty table", empty), (f"{stored:,} events stored", full)])
     flag = "" if ratio >= RATIO_TARGET else "  BELOW TARGET"
     print(f"{'ratio stored/empty':<44}{ratio:>12.2f}   target >= {RATIO_TARGET}{flag}")
     flag = "" if full.rows_per_s >= RATE_TARGET else "  BELOW TARGET"
