@@ -1,5 +1,6 @@
 """``python -m gateway serve [--config FILE]``: run the gateway with embedded ClickHouse.
-``python -m gateway costs import FILE.csv [--config FILE] [--user NAME]``: channel costs into it (gateway/costs.py)."""
+``python -m gateway costs import FILE.csv [--config FILE] [--user NAME]``: channel costs into it
+(gateway/warehouse/costs.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from pathlib import Path
 
 import uvicorn
 
-from gateway import app, config, connections, costs
+from gateway import app, config, connections
+from gateway.warehouse import costs
 
 DEFAULT_CONFIG = Path("clicktrail.toml")
 

@@ -24,14 +24,15 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway import clickhouse_http, openapi
 from gateway.config import Config
-from gateway.loader import Loader
+from gateway.ingest import openapi
+from gateway.ingest.receive import Receiver
+from gateway.ingest.sites import Sites
+from gateway.ingest.spool import Spool
 from gateway.metrics import Metrics
-from gateway.receive import Receiver
-from gateway.sites import Sites
-from gateway.spool import Spool
-from gateway.store import Store, StoreUnavailable
+from gateway.serve import clickhouse as clickhouse_http
+from gateway.warehouse.loader import Loader
+from gateway.warehouse.store import Store, StoreUnavailable
 
 log = logging.getLogger("clicktrail.gateway")
 

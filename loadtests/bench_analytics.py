@@ -6,9 +6,9 @@
    webinars with thousands of viewers heartbeating every 10 s (cumulative watched_ms per view_id, live and
    replay), registrations, interactions, page views and page leaves arriving through many channel codes,
    campaigns and referrers, downloads, forms, sessions, identifies weeks after the visits, CRM lead stages.
-   They are written day by day (one day in memory at a time) as spool segments: gateway.rows.Row encoded as
+   They are written day by day (one day in memory at a time) as spool segments: gateway.ingest.rows.Row encoded as
    the gateway encodes it, cut at the spool's segment size (32 MB).
-2. The same segments are loaded by the gateway's own Loader (gateway.loader, hence Store.insert_segments in
+2. The same segments are loaded by the gateway's own Loader (gateway.warehouse.loader, hence Store.insert_segments in
    batches of up to 128 MB) into two fresh stores, one after the other (chDB opens one data directory at a
    time): (b) migration 0001 only, the raw events table without any materialized view, then (a) every
    migration and view. Reported: rows per second of insert time for each and the ratio a/b (target >= 0.7).
@@ -55,14 +55,14 @@ from urllib.parse import urlencode
 import orjson
 from msgspec.structs import replace
 
-import gateway.store as store_module
+import gateway.warehouse.store as store_module
 from gateway.config import ServerConfig
-from gateway.enrich import Agent, parse_user_agent, split_url
-from gateway.loader import Loader
+from gateway.ingest.enrich import Agent, parse_user_agent, split_url
+from gateway.ingest.rows import Row, encode
+from gateway.ingest.spool import SEALED, Spool
 from gateway.metrics import Metrics
-from gateway.rows import Row, encode
-from gateway.spool import SEALED, Spool
-from gateway.store import DATABASE, Store
+from gateway.warehouse.loader import Loader
+from gateway.warehouse.store import DATABASE, Store
 from loadtests.traffic import (
     DAY_MS,
     FILES,
@@ -351,7 +351,8 @@ class _Visit:
         self.t += self.rng.randint(low_ms, high_ms)
 
     def row(self, name: str, props: str = "{}") -> Row:
-        """The row as gateway.rows.build_row makes it: the event's stamped touch fields win, the URL's fill gaps."""
+        """The row as gateway.ingest.rows.build_row makes it: the event's stamped touch fields win, the URL's
+        fill gaps."""
         d, url, referrer = self.device, split_url(self.url), split_url(self.referrer)
         stamp, params, agent = d.stamp, url.params, d.agent
         return Row(

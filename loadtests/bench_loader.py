@@ -10,14 +10,15 @@ other (chDB opens one data directory at a time), in this order:
    (60/30/10 %), spread evenly over the 365 days up to a minute ago, event ids random-looking (hex MD5, as
    random as the SDKs' UUIDs), with the columns a real row has. The materialized views are detached while
    seeding (the size of their rollups does not change what an insert costs, and filling them would triple the
-   seeding time), then merges get up to 3 minutes to settle. Then the gateway's own Loader (gateway.loader,
+   seeding time), then merges get up to 3 minutes to settle. Then the gateway's own Loader (gateway.warehouse.loader,
    hence Store.insert_segments, with the gateway's load_max_bytes) loads M rows (default 1,000,000) from spool
    segments of K rows (default 100,000);
 2. (empty) the same M rows load the same way into an empty table. It runs second so that neither load meets
    a cold engine (the first has the seeding before it).
 
-The M rows are built as the gateway builds them (gateway.contract.decode_event, gateway.rows.build_row: skew
-correction and all), in arrival order over five minutes, and encoded as the spool encodes them:
+The M rows are built as the gateway builds them (gateway.ingest.contract.decode_event,
+gateway.ingest.rows.build_row: skew correction and all), in arrival order over five minutes, and encoded as the
+spool encodes them:
 - live traffic (page views and webinar heartbeats) sent within 3 s, its clients' clocks off by up to a minute
   either way, corrected with sent_at;
 - 1 % re-sends of the row 50,000 rows earlier (the answer was lost): another sent_at and client clock, so
@@ -54,11 +55,11 @@ from typing import Any
 
 import orjson
 
-from gateway.contract import decode_event
-from gateway.enrich import parse_user_agent
-from gateway.rows import Context, Row, TimeWindow, build_row, encode
-from gateway.spool import SEALED
-from gateway.store import DATABASE, Store
+from gateway.ingest.contract import decode_event
+from gateway.ingest.enrich import parse_user_agent
+from gateway.ingest.rows import Context, Row, TimeWindow, build_row, encode
+from gateway.ingest.spool import SEALED
+from gateway.warehouse.store import DATABASE, Store
 from loadtests.bench_analytics import Load, load, print_loads, settle
 from loadtests.traffic import DAY_MS, MINUTE_MS, SECOND_MS, SITES
 

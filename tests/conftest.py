@@ -13,7 +13,7 @@ import pytest
 
 # The gateway process helper lives in loadtests/, where the benchmarks can use it too; the tests import it
 # from here as they always did (the aliases mark the re-exports).
-from gateway.store import Store
+from gateway.warehouse.store import Store
 from loadtests.gateway_process import ROOT as ROOT
 from loadtests.gateway_process import GatewayProcess as GatewayProcess
 from loadtests.gateway_process import free_port as free_port

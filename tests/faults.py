@@ -26,9 +26,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import gateway.receive
-import gateway.spool
-import gateway.store
+import gateway.ingest.receive
+import gateway.ingest.spool
+import gateway.warehouse.store
 from gateway.__main__ import main
 
 
@@ -87,12 +87,12 @@ def _unexpected(name: str, real: Callable[..., Any], applies: Callable[..., bool
 
 if __name__ == "__main__":
     FAULTS = Path(sys.argv[sys.argv.index("--config") + 1]).resolve().parent / "faults"
-    gateway.spool.os = _SpoolOs()  # type: ignore[assignment]
+    gateway.ingest.spool.os = _SpoolOs()  # type: ignore[assignment]
     pathlib.Path.rename = _failing("rename", errno.EIO, pathlib.Path.rename, _in_spool)  # type: ignore[method-assign]
     pathlib.Path.glob = _failing("listing", errno.EMFILE, pathlib.Path.glob, _in_spool)  # type: ignore[method-assign]
-    store = gateway.store.Store
+    store = gateway.warehouse.store.Store
     inserts = _stalling(_unexpected("insert", store.insert_segments))
     store.insert_segments = _unexpected("poison", inserts, _poisoned)  # type: ignore[method-assign]
-    gateway.receive.parse_user_agent = _unexpected("enrich", gateway.receive.parse_user_agent)
-    gateway.receive.rows.encode = _unexpected("accept", gateway.receive.rows.encode)
+    gateway.ingest.receive.parse_user_agent = _unexpected("enrich", gateway.ingest.receive.parse_user_agent)
+    gateway.ingest.receive.rows.encode = _unexpected("accept", gateway.ingest.receive.rows.encode)
     sys.exit(main(sys.argv[1:]))

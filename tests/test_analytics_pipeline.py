@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 import pytest
 
-from gateway.store import Store, split_statements
+from gateway.warehouse.store import Store, split_statements
 from loadtests.traffic import DAY_MS, HOUR_MS, MINUTE_MS
 from tests.analytics import reference
 from tests.analytics.generate import TOUCH_FIELDS, generate

@@ -14,8 +14,8 @@ from typing import Any
 import orjson
 import pytest
 
-from gateway.contract import decode_event
-from gateway.enrich import URL_FIELDS, split_url
+from gateway.ingest.contract import decode_event
+from gateway.ingest.enrich import URL_FIELDS, split_url
 from tests.analytics import reference as r
 from tests.analytics.generate import TOUCH_FIELDS, WIRE_FIELDS, Dataset, generate
 

@@ -21,8 +21,8 @@ from typing import Any
 import orjson
 import pytest
 
-from gateway.enrich import split_url
-from gateway.store import Store, split_statements
+from gateway.ingest.enrich import split_url
+from gateway.warehouse.store import Store, split_statements
 from tests.analytics import reference
 from tests.analytics.generate import TOUCH_FIELDS, generate
 from tests.analytics.harness import RULES, Loaded, assert_rows_equal, loaded
@@ -241,7 +241,7 @@ def _hand_events() -> list[Event]:
 
 
 def _stored(e: Event, received_ms: int) -> dict[str, Any]:
-    """The row the gateway stores for a delivered event (gateway.rows.build_row, the parts the views read)."""
+    """The row the gateway stores for a delivered event (gateway.ingest.rows.build_row, the parts the views read)."""
     url, params = split_url(e["url"]), split_url(e["url"]).params
     return {"site_id": e["site_id"], "event_id": e["event_id"], "event": e["event"], "ts": e["ts"] / 1000,
             "received_at": received_ms / 1000, "anonymous_id": e["anonymous_id"], "user_id": e["user_id"],

@@ -19,9 +19,9 @@ import uvicorn
 from clickhouse_connect.driver.exceptions import DatabaseError
 from starlette.applications import Starlette
 
-from gateway.clickhouse_http import create_app
 from gateway.config import UserConfig
-from gateway.store import Store
+from gateway.serve.clickhouse import create_app
+from gateway.warehouse.store import Store
 
 ADMIN = ("admin", "admin-pw")
 ANALYST = ("analyst", "analyst-pw")

@@ -14,7 +14,7 @@ import clickhouse_connect
 import httpx
 import pytest
 
-from gateway.clickhouse_http import MAX_SESSIONS_PER_USER
+from gateway.serve.clickhouse import MAX_SESSIONS_PER_USER
 from tests.conftest import COUNT_ALL, GatewayProcess, make_event
 from tests.test_clickhouse_http import ADMIN, ANALYST, assert_error, post
 

@@ -17,7 +17,7 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError, ProgrammingError
 
 from gateway.config import UserConfig
-from gateway.user_limits import DEFAULT_MEMORY_SHARE, Profiles, machine_memory
+from gateway.warehouse.user_limits import DEFAULT_MEMORY_SHARE, Profiles, machine_memory
 from tests.conftest import GatewayProcess
 from tests.test_clickhouse_http import ADMIN, ANALYST, assert_error, post
 

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
-from gateway.clickhouse_codecs import decode_content
+from gateway.serve.codecs import decode_content
 from tests.clickhouse_blocks import read_blocks
 from tests.conftest import ROOT, GatewayProcess, make_event
 

@@ -1,4 +1,4 @@
-"""gateway.contract against the conformance vectors in schemas/vectors and the envelope rules.
+"""gateway.ingest.contract against the conformance vectors in schemas/vectors and the envelope rules.
 
 Expected values are written by hand from the contract (schemas/README.md), never computed by the
 code under test, so a drift in either shows up here.
@@ -13,8 +13,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from gateway import contract
-from gateway.contract import ContractError, decode_batch, decode_event, decode_single, parse_time
+from gateway.ingest import contract
+from gateway.ingest.contract import ContractError, decode_batch, decode_event, decode_single, parse_time
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 VALID = json.loads((SCHEMAS / "vectors" / "valid.json").read_text("utf-8"))["vectors"]

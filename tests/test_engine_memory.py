@@ -1,11 +1,12 @@
-"""The engine runs with the server settings the Store writes for it (gateway/user_limits.py SERVER_SETTINGS): read
+"""The engine runs with the server settings the Store writes for it (gateway/warehouse/user_limits.py
+SERVER_SETTINGS): read
 back from the engine itself, as a gateway opens it, since chDB would silently keep its defaults for a key it does
 not know or a file it did not read."""
 
 from __future__ import annotations
 
-from gateway.store import Store
-from gateway.user_limits import SERVER_SETTINGS
+from gateway.warehouse.store import Store
+from gateway.warehouse.user_limits import SERVER_SETTINGS
 
 
 def engine_settings(store: Store, table: str, names: list[str]) -> dict[str, tuple[str, str]]:

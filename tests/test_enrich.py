@@ -2,7 +2,7 @@
 
 import pytest
 
-from gateway.enrich import anonymize_ip
+from gateway.ingest.enrich import anonymize_ip
 
 
 @pytest.mark.parametrize(("address", "kept"), [

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from gateway.config import MiB
-from gateway.loader import POISON_ATTEMPTS
+from gateway.warehouse.loader import POISON_ATTEMPTS
 from tests.conftest import GatewayProcess, assert_exactly_once, make_event
 from tests.traffic import Load, assert_latency_kept, probe
 

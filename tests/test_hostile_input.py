@@ -28,9 +28,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from starlette.routing import Route
 
-from gateway import app, config, contract, openapi
-from gateway.contract import ContractError, decode_batch, decode_event, decode_single
-from gateway.receive import MAX_BODY_BYTES, MAX_INFLATED_BYTES
+from gateway import app, config
+from gateway.ingest import contract, openapi
+from gateway.ingest.contract import ContractError, decode_batch, decode_event, decode_single
+from gateway.ingest.receive import MAX_BODY_BYTES, MAX_INFLATED_BYTES
 from tests.conftest import ROOT, GatewayProcess, make_event
 
 ADMIN_BASIC = b"Authorization: Basic YWRtaW46YWRtaW4tcHc=\r\n"  # admin:admin-pw

@@ -263,7 +263,7 @@ def test_demo_page_carries_the_demo_sites_key(gateway: GatewayProcess) -> None:
 
 
 def test_row_struct_matches_the_events_table(gateway: GatewayProcess) -> None:
-    from gateway.rows import Row
+    from gateway.ingest.rows import Row
 
     columns = [r["name"] for r in gateway.rows("SELECT name FROM system.columns WHERE database = 'clicktrail' "
                                                "AND table = 'events' ORDER BY position")]

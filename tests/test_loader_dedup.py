@@ -1,6 +1,7 @@
 """The loader's dedup stays exact while it reads only the batch's part of the table: a real Store, opened as the
-gateway opens it, in a temporary directory; rows built by gateway.rows as the receiver builds them (skew correction
-and all), encoded and named as the spool writes them, inserted by Store.insert_segments as the loader inserts them.
+gateway opens it, in a temporary directory; rows built by gateway.ingest.rows as the receiver builds them (skew
+correction and all), encoded and named as the spool writes them, inserted by Store.insert_segments as the loader
+inserts them.
 
 Each copy of an event arrives in its own request (its own receive time and sent_at), as a client's retry does."""
 
@@ -16,12 +17,12 @@ from typing import Any
 import orjson
 import pytest
 
-import gateway.store as store_module
-from gateway.contract import decode_event
-from gateway.enrich import NO_AGENT
-from gateway.rows import Context, Row, TimeWindow, build_row, encode
-from gateway.spool import SEALED
-from gateway.store import DATABASE, DEDUP_INDEX, Store
+import gateway.warehouse.store as store_module
+from gateway.ingest.contract import decode_event
+from gateway.ingest.enrich import NO_AGENT
+from gateway.ingest.rows import Context, Row, TimeWindow, build_row, encode
+from gateway.ingest.spool import SEALED
+from gateway.warehouse.store import DATABASE, DEDUP_INDEX, Store
 
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000

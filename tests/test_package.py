@@ -118,7 +118,8 @@ def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path
 
 def test_installed_gateway_is_the_wheel(venv: Path) -> None:
     env = venv.parent.parent
-    code = "import gateway.app, gateway.contract, gateway.store as s; print(gateway.app.__file__, s.MIGRATIONS)"
+    code = ("import gateway.app, gateway.ingest.contract, gateway.warehouse.store as s; "
+            "print(gateway.app.__file__, s.MIGRATIONS)")
     module, migrations = map(Path, run(venv, "-c", code, cwd=env.parent).split())
     assert module.is_relative_to(env), module
     assert migrations.is_relative_to(env) and not migrations.is_symlink() and any(migrations.glob("*.sql"))

@@ -17,8 +17,8 @@ import clicktrail
 import pytest
 from clicktrail import contract
 
-from gateway.contract import ContractError as GatewayError
-from gateway.contract import decode_event
+from gateway.ingest.contract import ContractError as GatewayError
+from gateway.ingest.contract import decode_event
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 VALID = json.loads((SCHEMAS / "vectors" / "valid.json").read_text("utf-8"))["vectors"]

@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from gateway.config import SiteConfig
-from gateway.sites import Sites
+from gateway.ingest.sites import Sites
 from tests.conftest import GatewayProcess, make_event
 from tests.test_ingest import CHROME_ANDROID, stored
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.spool import Spool, SpoolUnavailable
+from gateway.ingest.spool import Spool, SpoolUnavailable
 
 
 def test_a_cancelled_request_does_not_stop_the_rest_of_its_group(tmp_path: Path) -> None:

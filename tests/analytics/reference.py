@@ -18,7 +18,7 @@ Choices:
 3. URLs. A URL's host is ``urlsplit(url).hostname`` lower-cased, without port ("" when it does not parse): the
    stored ``url_host`` and ``referrer_host``. Its path is ``urlsplit(url).path`` (the stored ``url_path``; no query,
    no fragment). A URL parameter is the first non-empty value of that name in the query, percent-decoded as
-   ``parse_qsl`` does (what ``gateway.enrich.split_url`` reads); the fragment is not searched.
+   ``parse_qsl`` does (what ``gateway.ingest.enrich.split_url`` reads); the fragment is not searched.
 4. Persons. Links are per site and exact: an anonymous id links to one user_id (its earliest identify's), an
    identify with an empty anonymous_id or user_id links nothing, and two user_ids are never merged (no chains).
    ``identities`` has a row per linked anonymous id only; an unlinked one is its own person.

@@ -24,7 +24,7 @@ import re
 import struct
 from collections.abc import Generator
 
-from gateway.store import Connection, QueryError
+from gateway.warehouse.store import Connection, QueryError
 
 #: ClickHouse's protocol revisions (src/Core/ProtocolDefines.h) whose Native framing differs.
 TIME_ZONE_IN_DATETIME = 54337

@@ -7,7 +7,7 @@ size costs the gateway a few of its pieces in memory, not the whole result:
   with Content-Length, its full X-ClickHouse-Summary and, for an error, its status and X-ClickHouse-Exception-Code.
 - Beyond that the headers go, with X-ClickHouse-Summary (and X-ClickHouse-Progress if asked) counting what the
   query had done by then, as ClickHouse's do, and X-ClickHouse-Exception-Tag; then the rest, piece by piece,
-  packed as asked (ClickHouse's compressed blocks and/or the HTTP encoding, streamed: clickhouse_codecs.Packer).
+  packed as asked (ClickHouse's compressed blocks and/or the HTTP encoding, streamed: codecs.Packer).
 - ``wait_end_of_query=1`` (or the setting http_wait_end_of_query) holds the whole answer, beyond buffer_size in a
   temporary file, and sends it once the query has ended, with its full summary.
 - An error after the headers went: the status (200) is sent already, so the exception goes into the body as
@@ -17,7 +17,7 @@ size costs the gateway a few of its pieces in memory, not the whole result:
   the truncated body for a whole one. Where ClickHouse leaves an HTTP compression stream unfinished, it is
   finished here, so the client can read the exception.
 
-A client that goes away cancels its query (clickhouse_runs): while the answer is prepared, by the
+A client that goes away cancels its query (runs): while the answer is prepared, by the
 ``http.disconnect`` a watcher waits for; while it streams, by Starlette's own, which stops the body.
 """
 
@@ -38,9 +38,9 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Send
 
-from gateway.clickhouse_codecs import Packer, Packing
-from gateway.clickhouse_runs import Run
-from gateway.store import Progress, QueryError, StoreUnavailable
+from gateway.serve.codecs import Packer, Packing
+from gateway.serve.runs import Run
+from gateway.warehouse.store import Progress, QueryError, StoreUnavailable
 
 #: ClickHouse's DBMS_DEFAULT_BUFFER_SIZE, its default buffer_size for HTTP answers.
 DEFAULT_BUFFER_BYTES = 1 << 20

@@ -10,8 +10,8 @@ from typing import NamedTuple
 
 import msgspec
 
-from gateway.contract import ContractError, Event
-from gateway.enrich import Agent, split_url
+from gateway.ingest.contract import ContractError, Event
+from gateway.ingest.enrich import Agent, split_url
 
 
 class Row(msgspec.Struct, omit_defaults=True):

@@ -29,9 +29,9 @@ from pathlib import Path
 import orjson
 
 from gateway.health import Part
+from gateway.ingest.spool import Spool
 from gateway.metrics import Metrics
-from gateway.spool import Spool
-from gateway.store import QueryError, Store, StoreUnavailable
+from gateway.warehouse.store import QueryError, Store, StoreUnavailable
 
 log = logging.getLogger("clicktrail.loader")
 

@@ -4,7 +4,7 @@ chDB allows one process per data directory, so the gateway owns the engine and e
 analysts' HTTP port) goes through this class.
 Connections share the engine, each with its own current database, settings and temporary tables
 (chDB keeps those per connection): the loader and migrations have a read-write one, and the analysts'
-HTTP interface opens its own, each in its user's settings profile (gateway/user_limits.py) so ClickHouse
+HTTP interface opens its own, each in its user's settings profile (user_limits.py) so ClickHouse
 itself enforces what they may do, and never touches the loader's.
 """
 
@@ -21,11 +21,11 @@ import chdb
 import orjson
 
 from gateway.config import UserConfig
-from gateway.user_limits import Profiles
+from gateway.warehouse.user_limits import Profiles
 
 DATABASE = "clicktrail"
-MIGRATIONS = Path(__file__).resolve().parent / "_data" / "migrations"  # see pyproject.toml: package-data
-VIEWS = Path(__file__).resolve().parent / "_data" / "views"
+MIGRATIONS = Path(__file__).resolve().parent.parent / "_data" / "migrations"  # see pyproject.toml: package-data
+VIEWS = Path(__file__).resolve().parent.parent / "_data" / "views"
 
 UNKNOWN_TABLE = 60
 #: The events table's projection the loader deduplicates by (migration 0009).

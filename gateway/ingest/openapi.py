@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from gateway.contract import SCHEMA_DIR
+from gateway.ingest.contract import SCHEMA_DIR
 
 DOCUMENT = SCHEMA_DIR / "openapi.json"
 

@@ -29,7 +29,7 @@ import lz4.block
 import lz4.frame
 from clickhouse_cityhash.cityhash import CityHash128
 
-from gateway.store import QueryError
+from gateway.warehouse.store import QueryError
 
 if sys.version_info >= (3, 14):
     from compression import zstd

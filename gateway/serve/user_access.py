@@ -2,7 +2,7 @@
 
 Before any of a user's SQL runs, its connection (a request's own or its session's) gets the user's limits
 and the filters of its sites, then enters the user's settings profile, whose constraints hold them
-(gateway/user_limits.py), and, for read-only users and GET requests, ``readonly = 2``. That is ClickHouse's
+(gateway/warehouse/user_limits.py), and, for read-only users and GET requests, ``readonly = 2``. That is ClickHouse's
 level for read-only users whose tools send settings: clickhouse-connect, Grafana, JDBC and the Node client
 send them with every request, and ``readonly = 1`` refuses them all. Settings may then change per query,
 ``readonly`` itself may not, nor what the profile fixes.
@@ -28,9 +28,9 @@ import re
 
 import orjson
 
-from gateway import query_settings
 from gateway.config import UserConfig
-from gateway.store import DATABASE, Connection, QueryError, Store, _quote
+from gateway.serve import query_settings
+from gateway.warehouse.store import DATABASE, Connection, QueryError, Store, _quote
 
 #: Table functions that make their rows up from their arguments (lower case, as they are matched).
 GENERATING_TABLE_FUNCTIONS = frozenset({"numbers", "numbers_mt", "zeros", "zeros_mt", "generate_series",

@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from gateway.store import Connection, QueryError, Store, StoreUnavailable
+from gateway.warehouse.store import Connection, QueryError, Store, StoreUnavailable
 
 log = logging.getLogger("clicktrail.clickhouse")
 

@@ -17,9 +17,10 @@ import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from gateway import rows
 from gateway.config import Config
-from gateway.contract import (
+from gateway.health import Part
+from gateway.ingest import rows
+from gateway.ingest.contract import (
     MAX_EVENT_BYTES,
     MAX_USER_AGENT_CHARS,
     ContractError,
@@ -29,11 +30,10 @@ from gateway.contract import (
     decode_single,
     event_id_of,
 )
-from gateway.enrich import NO_AGENT, URL_FIELDS, Agent, anonymize_ip, client_ip, parse_user_agent
-from gateway.health import Part
+from gateway.ingest.enrich import NO_AGENT, URL_FIELDS, Agent, anonymize_ip, client_ip, parse_user_agent
+from gateway.ingest.sites import AuthThrottle, Credential, IpLimiter, Sites
+from gateway.ingest.spool import Spool, SpoolUnavailable
 from gateway.metrics import Metrics
-from gateway.sites import AuthThrottle, Credential, IpLimiter, Sites
-from gateway.spool import Spool, SpoolUnavailable
 
 MAX_BODY_BYTES = 512 * 1024
 #: A gzip body may inflate to this much; beyond it the request is refused, so a gzip bomb costs nothing.

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import orjson
 
-from gateway.store import Connection
+from gateway.warehouse.store import Connection
 
 # HTTPHandler's reserved_param_names, and the parameters it reads itself before settings.
 _INTERFACE = frozenset({"query", "database", "default_format", "compress", "decompress", "user", "password",

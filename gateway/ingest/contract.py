@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal, NamedTuple
 
 import msgspec
 
-SCHEMA_DIR = Path(__file__).resolve().parent / "_data" / "schemas"  # see pyproject.toml: package-data
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "_data" / "schemas"  # see pyproject.toml: package-data
 
 
 class ContractError(ValueError):

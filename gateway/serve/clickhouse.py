@@ -9,14 +9,14 @@ URL parameters are ClickHouse settings, for that query (query_settings). Each us
 readonly level are settings ClickHouse holds on the user's connection (user_access, user_limits).
 
 Bodies come as clients send them: HTTP-compressed and/or in ClickHouse's compressed blocks, multipart forms,
-and INSERT data in any input format, binary ones too; answers are compressed as asked (clickhouse_codecs),
-Native is framed for the client's protocol revision (clickhouse_native), and every answer carries
-X-ClickHouse-Summary. A SELECT's answer is sent as the engine produces it (clickhouse_stream).
+and INSERT data in any input format, binary ones too; answers are compressed as asked (codecs),
+Native is framed for the client's protocol revision (native), and every answer carries
+X-ClickHouse-Summary. A SELECT's answer is sent as the engine produces it (stream).
 
 A request runs exactly one statement, as ClickHouse's own parser reads it, on a connection of its own:
 a fresh one, or its session's. Nothing one request does to its connection (USE, SET, temporary tables)
 can reach another's, and the loader's connection is never used here. Requests run side by side, each on
-a thread of its own, stopped when the client goes away or an admin's KILL QUERY names it (clickhouse_runs).
+a thread of its own, stopped when the client goes away or an admin's KILL QUERY names it (runs).
 """
 
 from __future__ import annotations
@@ -42,14 +42,11 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from gateway import clickhouse_codecs as codecs
-from gateway import clickhouse_multipart as multipart
-from gateway import clickhouse_native as native
-from gateway import clickhouse_runs, clickhouse_stream, query_settings, user_access
 from gateway.config import ServerConfig, UserConfig
-from gateway.enrich import client_ip
-from gateway.sites import AuthThrottle
-from gateway.store import DATABASE, Connection, Progress, QueryError, Store, StoreUnavailable
+from gateway.ingest.enrich import client_ip
+from gateway.ingest.sites import AuthThrottle
+from gateway.serve import codecs, multipart, native, query_settings, runs, stream, user_access
+from gateway.warehouse.store import DATABASE, Connection, Progress, QueryError, Store, StoreUnavailable
 
 #: Bodies are held in memory whole, as sent and once decompressed (each bounded by this).
 MAX_BODY_BYTES = 64 * 1024 * 1024
@@ -145,7 +142,7 @@ class _Interface:
         self.display_name = socket.gethostname()
         # Each request's statement runs on a thread of its own, alongside others' (chDB runs connections in
         # parallel), and stops when its client goes away or an admin kills it.
-        self.runs = clickhouse_runs.Runs(store)
+        self.runs = runs.Runs(store)
 
     async def handle(self, request: Request) -> Response:
         params = request.query_params
@@ -169,7 +166,7 @@ class _Interface:
             body = await _read_body(request)
             if expired := self.sessions.expire():
                 await run_in_threadpool(_close, expired)
-            buffer_size, wait_end = clickhouse_stream.buffer_settings(params)
+            buffer_size, wait_end = stream.buffer_settings(params)
             session = self.sessions.acquire(user, params)
             get = request.method != "POST"
             packing = request_packing  # from here on an error is the query's answer, packed as asked
@@ -177,7 +174,7 @@ class _Interface:
             if session is not None:
                 run.on_finish(functools.partial(self.sessions.release, session))
             try:
-                async with clickhouse_stream.cancelled_on_disconnect(request, run):
+                async with stream.cancelled_on_disconnect(request, run):
                     answer = await run.call(
                         self._execute,
                         run=run,
@@ -196,7 +193,7 @@ class _Interface:
                         readonly=user.readonly or get,
                         get=get,
                     )
-                    response = await clickhouse_stream.respond(
+                    response = await stream.respond(
                         run, answer, packing,
                         functools.partial(_answer_headers, headers, answer.fmt, packing,
                                           _truthy(params.get("send_progress_in_http_headers"))),
@@ -235,9 +232,9 @@ class _Interface:
                                   " with such name. (AUTHENTICATION_FAILED)")
         return user
 
-    def _execute(self, *, run: clickhouse_runs.Run, session: _Session | None, user: str, head: str, body: bytes,
+    def _execute(self, *, run: runs.Run, session: _Session | None, user: str, head: str, body: bytes,
                  content_type: str, packing: codecs.Packing, url_params: Mapping[str, str], revision: int, fmt: str,
-                 database: str | None, params: dict[str, str], readonly: bool, get: bool) -> clickhouse_stream.Answer:
+                 database: str | None, params: dict[str, str], readonly: bool, get: bool) -> stream.Answer:
         """Run one request's query on its ``run``'s thread, on its session's connection or on one of its own
         that goes with the request; returns the answer, whole, or a SELECT's as the engine produces it (its
         connection held until its pieces end)."""
@@ -314,8 +311,8 @@ class _Interface:
                 pieces = (native.stream(conn, sql, formatted, params, revision) if framed
                           else conn.stream(sql, fmt, params=params))
                 streaming = True
-                return clickhouse_stream.Answer(answer_fmt, lambda: conn.progress,
-                                                pieces=clickhouse_stream.Pieces(pieces, release))
+                return stream.Answer(answer_fmt, lambda: conn.progress,
+                                                pieces=stream.Pieces(pieces, release))
             elif framed:
                 data = native.query(conn, sql, formatted, params, revision)
             else:
@@ -326,7 +323,7 @@ class _Interface:
         finally:
             if not streaming:
                 release()
-        return clickhouse_stream.Answer(answer_fmt, lambda: progress, data=data)
+        return stream.Answer(answer_fmt, lambda: progress, data=data)
 
 
 _GET_IS_READONLY = (". For queries over HTTP, method GET implies readonly. You should use method POST for modifying"

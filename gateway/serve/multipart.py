@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from gateway.store import Connection, QueryError
+from gateway.warehouse.store import Connection, QueryError
 
 INCORRECT_DATA, BAD_ARGUMENTS = 117, 36
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

@@ -1,0 +1,1 @@
+"""What analysts read through: the ClickHouse HTTP interface (and the dashboard built on it)."""
