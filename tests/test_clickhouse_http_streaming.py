@@ -95,6 +95,39 @@ def test_a_big_answer_streams_and_a_small_one_comes_whole(gateway: GatewayProces
     assert json.loads(small.headers["x-clickhouse-summary"])["result_rows"] == "10"
 
 
+#: An answer of 200 blocks, which the engine formats one by one.
+BLOCKS = "SELECT number, toString(number) AS s FROM numbers(200000) SETTINGS max_block_size = 1000"
+
+
+@pytest.mark.parametrize("fmt", ["JSON", "JSONCompact", "XML", "Values", "CSVWithNames", "TSVWithNamesAndTypes",
+                                 "JSONCompactEachRowWithNames", "JSONEachRow", "TSV"])
+def test_an_answer_of_many_blocks_is_one_answer(gateway: GatewayProcess, fmt: str) -> None:
+    """A whole-document format is one document, a header comes once: not one per block the engine formats."""
+    answer = httpx.post(url(gateway), params={"default_format": fmt}, content=BLOCKS, auth=("analyst", "analyst-pw"),
+                        timeout=60)
+    assert answer.status_code == 200, answer.text
+    text = answer.text
+    expected = [[n, str(n)] for n in range(200_000)]
+    if fmt in ("JSON", "JSONCompact"):
+        document = json.loads(text)
+        rows = [[int(r["number"]), r["s"]] if fmt == "JSON" else [int(r[0]), r[1]] for r in document["data"]]
+        assert rows == expected and document["rows"] == 200_000
+    elif fmt == "XML":
+        assert text.count("<?xml") == 1 and text.count("<row>") == 200_000
+    elif fmt == "Values":
+        assert [[int(a), b] for a, b in re.findall(r"\((\d+),'(\d+)'\)", text)] == expected
+        assert text.count("),(") == 199_999
+    elif fmt == "JSONEachRow":
+        assert [[int(r["number"]), r["s"]] for r in map(json.loads, text.splitlines())] == expected
+    else:
+        headers = {"CSVWithNames": 1, "TSVWithNamesAndTypes": 2, "JSONCompactEachRowWithNames": 1}.get(fmt, 0)
+        lines = text.splitlines()
+        body = lines[headers:]
+        split = (lambda line: json.loads(line)) if fmt.startswith("JSON") else (
+            lambda line: line.replace('"', "").split("," if fmt.startswith("CSV") else "\t"))
+        assert [[int(a), str(b)] for a, b in map(split, body)] == expected, lines[:3]
+
+
 def test_a_big_answer_costs_the_gateway_a_few_pieces_not_the_result(gateway: GatewayProcess) -> None:
     # 454 MB of TabSeparated. Held whole, the gateway grew by 1.5 GB (loadtests/bench_big_result.py); streamed,
     # by under 100 MB, whatever the size.

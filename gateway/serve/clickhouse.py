@@ -307,9 +307,9 @@ class _Interface:
             elif kind == "KILL" and (killed := self.runs.kill_statement(conn, run, formatted, params,
                                                                          answer_fmt)) is not None:
                 data = killed
-            elif kind in _STREAMED:
+            elif kind in _STREAMED and (framed or (headers := stream.header_lines(answer_fmt)) is not None):
                 pieces = (native.stream(conn, sql, formatted, params, revision) if framed
-                          else conn.stream(sql, fmt, params=params))
+                          else stream.joined(conn.stream(sql, fmt, params=params), headers))
                 streaming = True
                 return stream.Answer(answer_fmt, lambda: conn.progress,
                                                 pieces=stream.Pieces(pieces, release))

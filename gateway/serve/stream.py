@@ -85,6 +85,44 @@ class Pieces:
                 self._release()
 
 
+# The engine formats each block of a streamed answer on its own. These formats' answers are their blocks' answers
+# one after the other, so they are sent as produced (Pretty's too: ClickHouse draws a table per block as well);
+# the ...WithNames formats are once the repeated header lines are dropped. Any other format (JSON, XML, Values,
+# Parquet, ...) is one document with a head and a tail, or numbers its rows: its answer is made whole.
+_JOINABLE = frozenset(name.lower() for name in (
+    "TabSeparated", "TSV", "TabSeparatedRaw", "TSVRaw", "CSV", "TSKV", "LineAsString", "RawBLOB", "Null",
+    "JSONEachRow", "JSONLines", "NDJSON", "JSONStringsEachRow", "JSONCompactEachRow", "JSONCompactStringsEachRow",
+    "JSONEachRowWithProgress", "JSONStringsEachRowWithProgress", "RowBinary", "Native", "MsgPack",
+    "Pretty", "PrettyCompact", "PrettyCompactMonoBlock", "PrettySpace", "PrettyNoEscapes", "PrettyCompactNoEscapes",
+    "PrettySpaceNoEscapes",
+))
+_HEADED = {"withnames": 1, "withnamesandtypes": 2}
+_HEADED_BASES = frozenset(name.lower() for name in (
+    "TabSeparated", "TSV", "TabSeparatedRaw", "TSVRaw", "CSV", "JSONCompactEachRow", "JSONCompactStringsEachRow"))
+
+
+def header_lines(fmt: str) -> int | None:
+    """How many header lines each block's answer in ``fmt`` repeats (0: none), or None when ``fmt``'s answer
+    cannot be sent block by block."""
+    name = fmt.lower()
+    if name in _JOINABLE:
+        return 0
+    for suffix, lines in _HEADED.items():
+        if name.endswith(suffix) and name.removesuffix(suffix) in _HEADED_BASES:
+            return lines
+    return None
+
+
+def joined(pieces: Generator[bytes, None, None], headers: int) -> Generator[bytes, None, None]:
+    """``pieces`` with the ``headers`` lines every block repeats kept in the first only."""
+    seen = False  # whether a block's answer (its header with it) has gone
+    for piece in pieces:
+        if headers and seen:
+            piece = piece.split(b"\n", headers)[-1] if piece.count(b"\n") >= headers else b""
+        seen = seen or bool(piece)
+        yield piece
+
+
 @dataclass(frozen=True)
 class Answer:
     """A statement's answer, before packing: whole (``data``) or as the engine produces it (``pieces``)."""
