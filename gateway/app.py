@@ -32,6 +32,7 @@ from gateway.ingest.spool import Spool
 from gateway.metrics import Metrics
 from gateway.serve import clickhouse as clickhouse_http
 from gateway.warehouse.loader import Loader
+from gateway.warehouse.server import Server
 from gateway.warehouse.store import Store, StoreUnavailable
 
 log = logging.getLogger("clicktrail.gateway")
@@ -46,22 +47,21 @@ DRAIN_TIMEOUT_S = 30.0
 class Gateway:
     """The parts of a running gateway, started and stopped together."""
 
-    def __init__(self, config: Config, data_dir: Path) -> None:
+    def __init__(self, config: Config, data_dir: Path, spool_dir: Path | None = None) -> None:
+        """``spool_dir``: one process's of several (gateway/processes.py); default: ``data_dir/spool``."""
         self.config = config
         server = config.server
         self.metrics = Metrics()
-        self.store = Store(data_dir / "clickhouse", query_timeout_s=server.query_timeout_s,
-                           referrer_channels={site.id: site.referrer_channels for site in config.sites},
-                           users=config.users)
+        self.store = _warehouse(config, data_dir)
         self.spool = Spool(
-            data_dir / "spool",
+            spool_dir or data_dir / "spool",
             fsync=server.fsync,
             fsync_interval_ms=server.fsync_interval_ms,
             segment_max_bytes=server.segment_max_bytes,
             segment_max_age_ms=server.segment_max_age_ms,
             max_bytes=server.spool_max_bytes,
             min_free_bytes=server.min_free_disk_bytes,
-            watch=[self.store.path],
+            watch=[self.store.disk] if self.store.disk else [],
             commit_timeout_s=server.commit_timeout_s,
             errors=self.metrics.internal_errors,
         )
@@ -97,24 +97,31 @@ class Gateway:
 
     async def readyz(self, _request: Request) -> Response:
         """200 when events are accepted and reach ClickHouse; 503 with the failing checks and why."""
-        spool, loader = self.spool, self.loader
-        lag = _lag(self._sealed())
-        problems = {
-            "storage": None if self.store.is_open else "ClickHouse is not open",
+        return readiness({**self.spool_problems(), **self.warehouse_problems()})
+
+    def spool_problems(self) -> dict[str, str | None]:
+        """/readyz's checks of taking events: each one's problem now, None where it is fine."""
+        spool = self.spool
+        return {
             "spool": spool.refusing
             or (None if os.access(spool.directory, os.W_OK) else "the spool directory is not writable"),
             "committer": spool.committer.error
             or (f"a disk operation has run more than {spool.commit_timeout:g}s" if spool.stuck else None),
             "sealer": spool.sealer.error,
+        }
+
+    def warehouse_problems(self) -> dict[str, str | None]:
+        """/readyz's checks of loading events into ClickHouse."""
+        loader, lag = self.loader, self.loader_lag()
+        return {
+            "storage": None if self.store.is_open else "ClickHouse is not open",
             "loader": loader.part.error or (None if loader.alive else "the loader thread is not running")
             or (f"the oldest unloaded event waits {lag:.0f}s, more than {self.config.server.max_loader_lag_s:g}s"
                 if lag is not None and lag > self.config.server.max_loader_lag_s else None),
         }
-        body: dict[str, object] = {name: problem is None for name, problem in problems.items()}
-        failing = {name: problem for name, problem in problems.items() if problem is not None}
-        if failing:
-            body["problems"] = failing
-        return Response(orjson.dumps(body), status_code=503 if failing else 200, media_type="application/json")
+
+    def loader_lag(self) -> float | None:
+        return _lag(self._sealed())
 
     def _sealed(self) -> list[Path]:
         """The sealed segments waiting for the loader; none if the spool cannot be listed now (the
@@ -129,7 +136,7 @@ class Gateway:
         gauges = {
             "spool_bytes": ("Bytes in the spool not yet in ClickHouse.", float(self.spool.depth_bytes)),
             "spool_segments": ("Sealed spool segments waiting for the loader.", float(len(segments))),
-            "clickhouse_up": ("1 if embedded ClickHouse is open.", float(self.store.is_open)),
+            "clickhouse_up": ("1 if ClickHouse is open (embedded) or connected (server).", float(self.store.is_open)),
             "spool_refusing": ("1 while the spool refuses new events (503): full, short of disk space, or the disk "
                                "refused a write; /readyz says why.", float(self.spool.refusing is not None)),
             "disk_free_bytes": ("Free bytes on the fuller of the spool's and ClickHouse's filesystems; new events get "
@@ -143,6 +150,9 @@ class Gateway:
     async def demo(self, request: Request) -> Response:
         site = self.config.sites[0]
         page = DEMO_PAGE.read_text().replace("{{write_key}}", html.escape(site.write_key))
+        # The page links to the dashboard on the ClickHouse port (0: not served here, no link).
+        dashboard_port = self.config.server.clickhouse_port if isinstance(self.store, Store) else 0
+        page = page.replace("{{clickhouse_port}}", str(dashboard_port))
         return HTMLResponse(page.replace("{{site_id}}", html.escape(site.id)))
 
     def ops_routes(self) -> list[Route]:
@@ -165,6 +175,24 @@ class Gateway:
             ],
             lifespan=self.lifespan,
         )
+
+
+def _warehouse(config: Config, data_dir: Path) -> Store | Server:
+    """The ClickHouse of ``[clickhouse] mode``: embedded in this process, or a server the loader writes to."""
+    rules = {site.id: site.referrer_channels for site in config.sites}
+    if config.clickhouse.mode == "server":
+        return Server(config.clickhouse, rules)
+    return Store(data_dir / "clickhouse", query_timeout_s=config.server.query_timeout_s, referrer_channels=rules,
+                 users=config.users)
+
+
+def readiness(problems: dict[str, str | None]) -> Response:
+    """/readyz's answer: each check's name with whether it passes, and the failing ones' problems (then 503)."""
+    body: dict[str, object] = {name: problem is None for name, problem in problems.items()}
+    failing = {name: problem for name, problem in problems.items() if problem is not None}
+    if failing:
+        body["problems"] = failing
+    return Response(orjson.dumps(body), status_code=503 if failing else 200, media_type="application/json")
 
 
 def _lag(segments: list[Path]) -> float | None:
@@ -200,10 +228,23 @@ class Ports:
 
 def build(config: Config, data_dir: Path) -> ASGIApp:
     gateway = Gateway(config, data_dir)
+    by_port = side_ports(config, gateway)
+    return Ports(gateway.ingest_app(), by_port) if by_port else gateway.ingest_app()
+
+
+def side_ports(config: Config, gateway: Gateway) -> dict[int, ASGIApp]:
+    """The apps of the ClickHouse port and the ops port, by port number (one process's, or the owner's of several:
+    gateway/processes.py)."""
     server = config.server
     by_port: dict[int, ASGIApp] = {}
-    if server.clickhouse_port:
-        by_port[server.clickhouse_port] = clickhouse_http.create_app(gateway.store, config.users, server)
+    if server.clickhouse_port and isinstance(gateway.store, Store):
+        # The marketers' dashboard comes with it, at /dashboard/ (gateway/serve/dashboard.py).
+        by_port[server.clickhouse_port] = clickhouse_http.create_app(gateway.store, config.users, server,
+                                                                     dashboard_sites=[s.id for s in config.sites])
+    elif server.clickhouse_port:
+        # In server mode analysts use ClickHouse's own ports, its users and row policies (README: Configuration).
+        log.info("clickhouse mode = server: the analysts' port %d stays closed, and [[users]] are not used",
+                 server.clickhouse_port)
     if server.ops_port:
         by_port[server.ops_port] = Starlette(routes=gateway.ops_routes())
-    return Ports(gateway.ingest_app(), by_port) if by_port else gateway.ingest_app()
+    return by_port

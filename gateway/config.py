@@ -9,6 +9,7 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -99,6 +100,40 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     #: webinar reach the gateway directly, with room for the site's other visitors.
     max_connections: Annotated[int, msgspec.Meta(gt=0)] = 8192
     max_connections_per_address: Annotated[int, msgspec.Meta(ge=0)] = 256
+    #: Processes that take events on ``port``, to use more cores than one (the kernel spreads the connections
+    #: over them, SO_REUSEPORT). 1: one process does everything. N > 1: N acceptors receive, check, enrich and
+    #: spool events, each into a spool of its own (``data_dir/spool/<n>``), and one more process, the owner,
+    #: starts them (and restarts one that dies), loads every spool into embedded ClickHouse (which one process
+    #: may open), and serves clickhouse_port and ops_port, whose /metrics and /readyz sum up the acceptors.
+    #: The connection and rate limits above hold in each process (see README.md, "Several processes").
+    #: At most the number of cores less one (the owner's loader keeps about one busy). All events go through the
+    #: owner's one loader (about 130,000 events/s on 2 cores, bench_loader): beyond its rate more acceptors only
+    #: take bursts into their spools faster. Server mode has no such owner: each process loads its own spool.
+    processes: Annotated[int, msgspec.Meta(ge=1, le=256)] = 1
+
+
+class ClickHouseConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Where events are loaded and the views live: ClickHouse embedded in the gateway (chDB, one box), or a
+    ClickHouse server or cluster the gateway writes to over HTTP (gateway/warehouse/server.py)."""
+
+    mode: Literal["embedded", "server"] = "embedded"
+    #: Server mode: the HTTP(S) interfaces of ClickHouse servers (``https://ch1.internal:8443``), tried in turn
+    #: when one cannot be reached. Each must be one server (or a balancer that keeps a session on one server):
+    #: the loader's insert goes through a temporary table of its session.
+    urls: list[str] = []
+    user: str = "default"
+    password: str = ""
+    #: The migrations and views name their tables ``clicktrail.<table>``, so this is the only database served.
+    database: str = "clicktrail"
+    #: TLS, for https URLs: check the server's certificate, against ``ca_cert`` (a PEM file; relative paths from
+    #: the config file's folder) or else the system's certificate authorities.
+    verify: bool = True
+    ca_cert: str = ""
+    #: A cluster of the server's remote_servers: the schema is created ON CLUSTER with Replicated and Distributed
+    #: tables (gateway/warehouse/cluster.py).
+    cluster: str = ""
+    #: How a spool segment travels to the server (HTTP Content-Encoding): lz4 costs the least CPU per byte saved.
+    compression: Literal["lz4", "zstd", "none"] = "lz4"
 
 
 class SiteConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -141,6 +176,7 @@ class UserConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     server: ServerConfig = ServerConfig()
+    clickhouse: ClickHouseConfig = ClickHouseConfig()
     sites: list[SiteConfig] = []
     users: list[UserConfig] = []
 
@@ -159,6 +195,9 @@ def load(path: Path) -> Config:
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise ConfigError(f"{path}: {exc}") from exc
     _check(config, path)
+    if config.clickhouse.ca_cert:  # relative to the file's folder, wherever the gateway runs
+        ca_cert = str((path.parent / config.clickhouse.ca_cert).resolve())
+        config = msgspec.structs.replace(config, clickhouse=msgspec.structs.replace(config.clickhouse, ca_cert=ca_cert))
     return config
 
 
@@ -194,10 +233,44 @@ def _check(config: Config, path: Path) -> None:
                               " sites out for all")
         if unknown := sorted(set(user.sites) - site_ids):
             raise ConfigError(f"{path}: user {user.name!r} names sites that are not configured: {unknown}")
+    _check_clickhouse(config.clickhouse, path)
     server = config.server
     ports = [port for port in (server.port, server.clickhouse_port, server.ops_port) if port]
     if len(set(ports)) < len(ports):  # each connection's app is chosen by the port number alone
         raise ConfigError(f"{path}: port, clickhouse_port and ops_port must differ")
+    if server.processes > 1 and not server.ops_port:
+        raise ConfigError(f"{path}: processes = {server.processes} needs an ops_port: /metrics and /readyz on the"
+                          " shared ingest port would each answer for whichever process took the connection")
+
+
+def _check_clickhouse(clickhouse: ClickHouseConfig, path: Path) -> None:
+    if clickhouse.database != "clicktrail":
+        raise ConfigError(f"{path}: clickhouse.database must be 'clicktrail': the migrations and views name their"
+                          " tables clicktrail.<table>")
+    if clickhouse.mode == "embedded":
+        given = [name for name in ("urls", "cluster", "ca_cert") if getattr(clickhouse, name)]
+        if given:
+            raise ConfigError(f"{path}: clickhouse.{given[0]} is for mode = \"server\"; the embedded engine"
+                              " needs no address")
+        return
+    if not clickhouse.urls:
+        raise ConfigError(f"{path}: clickhouse mode = \"server\" needs urls, the HTTP(S) interfaces of the"
+                          " ClickHouse servers (such as [\"https://clickhouse.internal:8443\"])")
+    for url in clickhouse.urls:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/") \
+                or parts.query or parts.fragment or parts.username or parts.password:
+            raise ConfigError(f"{path}: clickhouse.urls: {url!r} is not the http(s)://host:port of a ClickHouse"
+                              " server's HTTP interface (user and password go in clickhouse.user and .password)")
+        try:
+            parts.port  # noqa: B018 (it raises for a port that is no number or out of range)
+        except ValueError as exc:
+            raise ConfigError(f"{path}: clickhouse.urls: {url!r}: {exc}") from None
+    if clickhouse.ca_cert:
+        if not clickhouse.verify:
+            raise ConfigError(f"{path}: clickhouse.ca_cert is given but verify = false: nothing would check it")
+        if not (path.parent / clickhouse.ca_cert).is_file():
+            raise ConfigError(f"{path}: clickhouse.ca_cert: no file {clickhouse.ca_cert!r}")
 
 
 STARTER = """\

@@ -34,7 +34,11 @@ REPORT_INTERVAL_S = 60.0
 
 
 class Limits:
-    """One process's limits and its open connections, in all and by client address."""
+    """One process's limits and its open connections, in all and by client address.
+
+    Each process holds its own: with ``server.processes = N`` the ingest port takes up to N times max_connections in
+    all, and one client address up to N times max_connections_per_address (the kernel spreads its connections over
+    the processes by a hash), so set them per process, for the descriptors and memory each one has."""
 
     def __init__(self, server: ServerConfig) -> None:
         self.max_url_bytes = server.max_url_bytes

@@ -1,6 +1,6 @@
 """Benchmark: the gateway's ingest against the ceiling of its HTTP stack, measured in the same run.
 
-    python -m loadtests.bench_ingest [--quick] [--seconds N] [--batch-seconds M]
+    python -m loadtests.bench_ingest [--quick] [--seconds N] [--batch-seconds M] [--processes P]
 
 wrk (Debian's ``wrk``; ``apt-get install wrk``) drives, from its own process and one thread:
 
@@ -19,6 +19,14 @@ every 250 ms); the loader's insert rate (rows per second of insert time, dedup i
 RSS, and its peak private (anonymous) memory: the rest of the RSS is mostly chDB's 550 MB library mapped from
 the page cache (about 220 MB of it resident, shared and clean, as in any process that opens chDB). The last
 line is a JSON object. Loopback only; every run is bounded by its length.
+
+``--processes P`` (P > 1) runs the gateways with ``server.processes = P`` (P acceptors and their owner, which
+loads) and the ceiling with ``uvicorn --workers P``; memory is then summed over the processes, and the batch run
+also prints each acceptor's share of the acceptors' CPU time (how evenly SO_REUSEPORT spread wrk's connections),
+and the ceiling's workers' (uvicorn's workers share one inherited socket). The batch run prints the CPU time
+(user and system) the gateway's processes spent per event, from the run's start until ClickHouse held them all:
+the acceptors' and the owner's (its loader) apart. Unlike events/s, that hardly depends on what else runs on the
+machine, and it says what each more core buys: events/s per acceptor core = 1e6 / acceptors' us per event.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import psutil
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -95,16 +104,43 @@ def wrk(url: str, script: str, seconds: int, connections: int) -> float:
     return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
 
 
-def ceiling(seconds: int) -> float:
+def ceiling(seconds: int, processes: int) -> tuple[float, list[float]]:
+    """The no-op server's requests/s, and its workers' shares of their CPU time (with several)."""
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "uvicorn", "loadtests.bench_ingest:noop", "--port", str(port),
-                               "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"])
+                               "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
+                               *(["--workers", str(processes)] if processes > 1 else [])])
     try:
         _wait_listening(port)
-        return wrk(f"http://127.0.0.1:{port}", SINGLE, seconds, 32)
+        workers = _workers(server.pid, processes) if processes > 1 else []
+        before = [w.cpu_times().user + w.cpu_times().system for w in workers]
+        rps = wrk(f"http://127.0.0.1:{port}", SINGLE, seconds, 32)
+        return rps, _shares([w.cpu_times().user + w.cpu_times().system - b for w, b in zip(workers, before,
+                                                                                             strict=True)])
     finally:
         server.terminate()
         server.wait()
+
+
+def _workers(pid: int, count: int) -> list[psutil.Process]:
+    """uvicorn's worker processes (it binds the port before it starts them)."""
+    for _ in range(100):
+        workers = [p for p in psutil.Process(pid).children() if "spawn_main" in " ".join(p.cmdline())]
+        if len(workers) == count:
+            time.sleep(1)  # their startup's CPU time is not the run's
+            return workers
+        time.sleep(0.1)
+    raise SystemExit("uvicorn's workers did not start")
+
+
+def _cpu(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
+
+
+def _shares(seconds: list[float]) -> list[float]:
+    total = sum(seconds)
+    return [round(s / total, 3) for s in seconds] if total else []
 
 
 def _wait_listening(port: int) -> None:
@@ -126,10 +162,14 @@ def metric(gw: GatewayProcess, name: str) -> float:
 
 
 def memory_mb(gw: GatewayProcess, field: str) -> float:
-    """A memory figure of the gateway's /proc status: VmHWM (peak RSS), RssAnon (private memory now)."""
+    """A memory figure of the gateway's /proc status: VmHWM (peak RSS), RssAnon (private memory now); summed over
+    its processes (with ``processes`` above 1)."""
     assert gw.proc is not None
-    status = Path(f"/proc/{gw.proc.pid}/status").read_text()
-    return int(re.search(rf"{field}:\s+(\d+) kB", status).group(1)) / 1024  # type: ignore[union-attr]
+    total = 0.0
+    for pid in [gw.proc.pid, *(p.pid for p in gw.acceptors().values())]:
+        status = Path(f"/proc/{pid}/status").read_text()
+        total += int(re.search(rf"{field}:\s+(\d+) kB", status).group(1)) / 1024  # type: ignore[union-attr]
+    return total
 
 
 class Watch(threading.Thread):
@@ -158,31 +198,40 @@ def batch_run(gw: GatewayProcess, seconds: int) -> dict[str, float]:
     before = int(metric(gw, accepted_total))  # the single-event run's
     watch = Watch(gw)
     watch.start()
+    assert gw.proc is not None
+    owner, acceptors = psutil.Process(gw.proc.pid), list(gw.acceptors().values())
+    owner_cpu, cpu = _cpu(owner), [_cpu(p) for p in acceptors]
     started = time.monotonic()
     eps = wrk(gw.base, BATCH, seconds, 16) * 50
+    shares = _shares([_cpu(p) - c for p, c in zip(acceptors, cpu, strict=True)])
     accepted = -1
     while (now := int(metric(gw, accepted_total))) != accepted:
         accepted = now  # requests wrk left in flight are still answered after it stops
         time.sleep(0.2)
     stored = gw.wait_for("SELECT count() FROM clicktrail.events", accepted, timeout=300)
     loaded_s = time.monotonic() - started
+    # CPU time per event from the run's start until all are loaded: what a core does, whatever else runs here.
+    owner_us, acceptors_us = [(spent * 1e6 / max(1, stored - before)) for spent in (
+        _cpu(owner) - owner_cpu, sum(_cpu(p) for p in acceptors) - sum(cpu))]
     watch.stop()
     rss = memory_mb(gw, "VmHWM")  # before the check, whose uniqExact of every id takes memory of its own
     if stored != accepted or gw.scalar("SELECT uniqExact(event_id) FROM clicktrail.events") != stored:
         raise SystemExit(f"accepted {accepted} events, ClickHouse holds {stored}")
     inserted = metric(gw, "clicktrail_loaded_rows_total") / metric(gw, "clicktrail_insert_seconds_sum")
-    return {"batch_eps": eps, "batch_seconds": seconds, "loaded_eps": (stored - before) / loaded_s,
-            "loaded_after_s": loaded_s - seconds, "loader_lag_max_s": watch.lag_s, "loader_rows_per_s": inserted,
-            "rss_mb": rss, "rss_private_mb": watch.private_mb}
+    return {"batch_eps": eps, "batch_seconds": seconds, "acceptor_cpu_shares": shares,
+            "loaded_eps": (stored - before) / loaded_s, "loaded_after_s": loaded_s - seconds,
+            "loader_lag_max_s": watch.lag_s, "loader_rows_per_s": inserted, "rss_mb": rss,
+            "rss_private_mb": watch.private_mb, "cpu_us_per_event_owner": owner_us,
+            "cpu_us_per_event_acceptors": acceptors_us}
 
 
-def gateway_runs(seconds: int, batch_seconds: int) -> dict[str, float]:
-    results: dict[str, float] = {}
+def gateway_runs(seconds: int, batch_seconds: int, processes: int) -> dict[str, Any]:
+    results: dict[str, Any] = {}
     root = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     try:
         for fsync in ("interval", "always"):
             # GatewayProcess seals segments after 200 ms for the tests' sake: this measures the shipped default.
-            gw = GatewayProcess(root / fsync, fsync=fsync,
+            gw = GatewayProcess(root / fsync, fsync=fsync, processes=processes,
                                 segment_max_age_ms=ServerConfig().segment_max_age_ms).start()
             try:
                 results[f"single_rps_{fsync}"] = wrk(gw.base, SINGLE, seconds, 32)
@@ -200,11 +249,15 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="3-second runs")
     parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
     parser.add_argument("--batch-seconds", type=int, help="length of the batch run (default: --seconds)")
+    parser.add_argument("--processes", type=int, default=1, help="server.processes of the gateways, and the "
+                                                                 "ceiling's uvicorn workers")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is missing: apt-get install wrk")
     seconds = 3 if args.quick else args.seconds
-    result: dict[str, Any] = {"ceiling_rps": ceiling(seconds), **gateway_runs(seconds, args.batch_seconds or seconds)}
+    rps, ceiling_shares = ceiling(seconds, args.processes)
+    result: dict[str, Any] = {"processes": args.processes, "ceiling_rps": rps, "ceiling_cpu_shares": ceiling_shares,
+                              **gateway_runs(seconds, args.batch_seconds or seconds, args.processes)}
     result["single_rps"] = result["single_rps_always"]
     result["single_ratio"] = result["single_rps"] / result["ceiling_rps"]
     c = result["ceiling_rps"]
@@ -217,9 +270,16 @@ def main() -> int:
     print(f"{'  and loaded into ClickHouse':<40}{result['loaded_eps']:>12,.0f} events/s: all in"
           f" {result['loaded_after_s']:.1f} s after the run; loader lag at most {result['loader_lag_max_s']:.1f} s")
     print(f"{'loader into embedded ClickHouse':<40}{result['loader_rows_per_s']:>12,.0f} rows/s of insert time")
+    if args.processes == 1:
+        print(f"{'CPU per batch event, one process':<40}{result['cpu_us_per_event_owner']:>12.1f} us")
     print(f"{'gateway peak RSS':<40}{result['rss_mb']:>12,.0f} MB; private memory at most"
           f" {result['rss_private_mb']:,.0f} MB")
-    print(json.dumps({k: round(v, 3) for k, v in result.items()}))
+    if args.processes > 1:
+        print(f"{'CPU per batch event, acceptors (sum)':<40}{result['cpu_us_per_event_acceptors']:>12.1f} us;"
+              f" owner (loader) {result['cpu_us_per_event_owner']:.1f} us")
+        print(f"{'CPU shares: acceptors (SO_REUSEPORT)':<40}{result['acceptor_cpu_shares']}")
+        print(f"{'  uvicorn workers (one shared socket)':<40}{result['ceiling_cpu_shares']}")
+    print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()}))
     return 0
 
 

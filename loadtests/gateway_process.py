@@ -4,6 +4,7 @@ imports from tests/; tests may import from loadtests/."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import subprocess
@@ -14,6 +15,7 @@ from typing import Any
 
 import httpx
 import orjson
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -62,10 +64,13 @@ def free_port() -> int:
 
 class GatewayProcess:
     def __init__(self, directory: Path, python: str = sys.executable, cwd: Path = ROOT, module: str = "gateway",
-                 users: str = "", **server: Any) -> None:
+                 users: str = "", clickhouse: dict[str, Any] | None = None, **server: Any) -> None:
         """``python``, ``cwd``: the interpreter that runs ``-m gateway`` and its folder (an installed wheel's test);
-        ``module``: what it runs (``tests.faults``: the gateway with faults switched by files in ``faults/``);
-        ``users``: [[users]] entries besides SITES' admin and analyst."""
+        ``module``: what it runs (``tests.faults``: the gateway with faults switched by files in ``faults/``; with
+        ``processes`` above 1 that is the owner, which loads, while the acceptors run the gateway as shipped);
+        ``users``: [[users]] entries besides SITES' admin and analyst; ``clickhouse``: its [clickhouse] section
+        (clickhouse-connect settings of a server-mode gateway); ``server``: [server] settings, such as
+        ``processes=3``."""
         self.directory = directory
         self.python, self.cwd, self.module = python, cwd, module
         directory.mkdir(parents=True, exist_ok=True)
@@ -79,6 +84,8 @@ class GatewayProcess:
         #: Where /metrics and /readyz are served: the ops port, or the ingest port with ``ops_port=0``.
         self.ops_port: int = settings["ops_port"] or self.port
         lines = ["[server]"] + [f"{k} = {orjson.dumps(v).decode()}" for k, v in settings.items()]
+        if clickhouse:
+            lines += ["[clickhouse]"] + [f"{k} = {orjson.dumps(v).decode()}" for k, v in clickhouse.items()]
         self.config = directory / "clicktrail.toml"
         self.config.write_text("\n".join(lines) + "\n" + SITES + users)
         self.proc: subprocess.Popen[bytes] | None = None
@@ -115,6 +122,17 @@ class GatewayProcess:
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
+
+    def acceptors(self) -> dict[int, psutil.Process]:
+        """The processes a gateway with ``processes`` above 1 started on its ingest port, by number."""
+        assert self.proc is not None
+        found = {}
+        for child in psutil.Process(self.proc.pid).children():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                command = child.cmdline()
+                if "accept" in command:
+                    found[int(command[command.index("--index") + 1])] = child
+        return found
 
     def log(self) -> str:
         path = self.directory / "gateway.log"

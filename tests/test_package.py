@@ -31,6 +31,7 @@ SHIPPED = {
     "gateway/_data/migrations": (ROOT / "clickhouse" / "migrations", ["*.sql"]),
     "gateway/_data/views": (ROOT / "clickhouse" / "views", ["*.sql"]),
     "gateway/_data/sdk": (ROOT / "sdk_js" / "dist", ["*"]),
+    "gateway/_data/dashboard": (ROOT / "dashboard" / "dist", ["*"]),
 }
 
 

@@ -16,25 +16,38 @@ The spool refuses events before the disk is full, not when it is: ClickHouse mus
 each insert, so a spool that took the last free bytes could never be loaded (NOT_ENOUGH_SPACE) nor
 therefore shrink. Below ``min_free_bytes`` free on the spool's or ClickHouse's filesystem, events
 get 503 until the loader has moved enough of the spool into ClickHouse; nobody has to step in.
+
+One process writes a spool directory (it holds ``.lock`` while it runs). With ``server.processes`` above 1 each
+acceptor writes its own, ``<root>/<n>``, and the owner's loader reads them all through ``Spools``; an acceptor's
+spool then learns from its directory which segments the owner has loaded (``loaded_elsewhere``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import itertools
+import logging
 import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from gateway.config import MiB
 from gateway.health import Part, short
 
+log = logging.getLogger("clicktrail.spool")
+
 OPEN = ".open"
 SEALED = ".seg"
+LOCK = ".lock"
+#: How long a starting process waits for the spool directory's lock: a process of an earlier run (an acceptor
+#: whose owner was killed) may still be sealing it.
+LOCK_WAIT_S = 30.0
 #: Once it refuses events for want of disk space, the spool takes them again only with this share more free than
 #: min_free_bytes, so that near the threshold it does not flip between the two with every request.
 RESUME_MARGIN = 1 / 16
@@ -60,8 +73,12 @@ class Spool:
         commit_timeout_s: float = 10.0,
         on_seal: Callable[[], None] = lambda: None,
         errors: Counter[str] | None = None,
+        loaded_elsewhere: bool = False,
     ) -> None:
+        """``loaded_elsewhere``: another process's loader deletes the sealed segments (an acceptor's spool); the
+        spool then counts its depth down from its directory each tick instead of from ``remove``."""
         self.directory = directory
+        self.loaded_elsewhere = loaded_elsewhere
         self.fsync = fsync
         self.fsync_interval = fsync_interval_ms / 1000
         self.segment_max_bytes = segment_max_bytes
@@ -85,11 +102,13 @@ class Spool:
         self._opened_at = 0.0
         self._dirty = False
         self._seq = 0
-        #: Closed segments whose rename to .seg has not succeeded yet, oldest first.
-        self._unsealed: list[Path] = []
-        # Bytes not yet loaded: the loader thread subtracts, the loop adds.
+        #: Closed segments whose rename to .seg has not succeeded yet, with their sizes, oldest first.
+        self._unsealed: list[tuple[Path, int]] = []
+        # Bytes not yet loaded: the loader thread subtracts, the loop adds; the sealed segments' share by name.
         self._bytes = 0
+        self._segment_bytes: dict[str, int] = {}
         self._bytes_lock = threading.Lock()
+        self._lock_fd: int | None = None
         #: The least free space of the watched filesystems at the last look (each tick), less what the spool
         #: wrote since: between looks it can only overstate what the spool has used, never what is free.
         self.free_bytes = 0
@@ -114,16 +133,43 @@ class Spool:
     # -- start and stop ---------------------------------------------------------------------------
 
     def recover(self) -> None:
-        """Seal segments an earlier process left open, and count what is waiting to be loaded."""
+        """Take the directory (waiting for a process of an earlier run to let go of it), seal segments an earlier
+        process left open, and count what is waiting to be loaded."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        for leftover in sorted(self.directory.glob("*" + OPEN)):
-            _drop_partial_line(leftover)
-            leftover.rename(leftover.with_suffix(SEALED))
+        self._lock_fd = lock(self.directory, LOCK_WAIT_S)
+        seal_leftovers(self.directory)
         segments = self.sealed()
-        self._bytes = sum(p.stat().st_size for p in segments)
+        if not self.loaded_elsewhere:
+            segments += self._adopt(segments)
+        self._segment_bytes = {p.name: p.stat().st_size for p in segments}
+        self._bytes = sum(self._segment_bytes.values())
         self._seq = int(segments[-1].stem) + 1 if segments else 0
         self._fsync_dir()
         self._look()
+
+    def _adopt(self, segments: list[Path]) -> list[Path]:
+        """Move in what the acceptors of an earlier run with more ``processes`` left unloaded in ``<n>/``, numbered
+        after this spool's own segments; a directory an acceptor still holds is left for the next start."""
+        seq = int(segments[-1].stem) + 1 if segments else 0
+        adopted: list[Path] = []
+        for directory in _acceptor_dirs(self.directory):
+            fd = lock(directory, 0.0, or_none=True)
+            if fd is None:
+                log.warning("spool %s is still in use by another process; its segments load at the next start",
+                            directory)
+                continue
+            try:
+                seal_leftovers(directory)
+                for segment in sorted(directory.glob("*" + SEALED)):
+                    target = self.directory / f"{seq:012d}{SEALED}"
+                    segment.rename(target)
+                    adopted.append(target)
+                    seq += 1
+            finally:
+                os.close(fd)
+        if adopted:
+            log.info("took over %d segments acceptors of an earlier run left", len(adopted))
+        return adopted
 
     async def start(self) -> None:
         self._ticker = asyncio.create_task(self._tick())
@@ -137,6 +183,9 @@ class Spool:
         if self._committer is not None:
             await self._committer
         self._io.shutdown(wait=True)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the lock: the directory is sealed and ours no more
+            self._lock_fd = None
 
     # -- the request path -------------------------------------------------------------------------
 
@@ -302,15 +351,18 @@ class Spool:
                 # with fsync = "interval", may have been) and must reach the loader.
                 os.close(fd)
                 if size:
-                    self._unsealed.append(path)
+                    self._unsealed.append((path, size))
                 else:
                     with contextlib.suppress(OSError):
                         path.unlink()
         handed = False
         while self._unsealed:
-            path = self._unsealed[0]
+            path, size = self._unsealed[0]
             path.rename(path.with_suffix(SEALED))
             self._unsealed.pop(0)
+            # Counted once sealed: before, an acceptor's look at its directory would find no such segment.
+            with self._bytes_lock:
+                self._segment_bytes[path.with_suffix(SEALED).name] = size
             handed = True
         if handed:
             self.on_seal()
@@ -330,6 +382,8 @@ class Spool:
                 self._sync_due = True
             if self._unsealed or (self._fd is not None and now - self._opened_at >= self.segment_max_age):
                 self._seal_due = True
+            if self.loaded_elsewhere:
+                self._count_loaded()
             if self._sync_due or self._seal_due:
                 self._kick()
             if self.stuck:
@@ -356,15 +410,116 @@ class Spool:
     def remove(self, segments: list[Path]) -> None:
         """Delete segments whose rows ClickHouse has committed (or the loader set aside elsewhere)."""
         for segment in segments:
-            size = segment.stat().st_size
             segment.unlink()
-            with self._bytes_lock:
-                self._bytes -= size
-            self._refused = None
+            self._loaded([segment.name])
+
+    def _loaded(self, names: Iterable[str]) -> None:
+        with self._bytes_lock:
+            for name in names:
+                self._bytes -= self._segment_bytes.pop(name, 0)
+        self._refused = None
+
+    def _count_loaded(self) -> None:
+        """Count down the segments another process's loader has deleted (an acceptor's spool, each tick)."""
+        try:
+            present = set(os.listdir(self.directory))
+        except OSError as exc:
+            self.disk.failed(exc, "counting loaded segments at the next tick")
+            return
+        with self._bytes_lock:
+            gone = [name for name in self._segment_bytes if name not in present]
+        if gone:
+            self._loaded(gone)
 
     @property
     def depth_bytes(self) -> int:
         return self._bytes
+
+
+class Spools:
+    """Every spool under one root as the owner's loader sees them (``server.processes`` above 1): the root's own
+    segments (a single-process run's) and each acceptor's ``<root>/<n>``, the acceptors of an earlier run with
+    more processes included. The acceptors write; only the loader deletes, so a segment is loaded once; a
+    segment that sealed after a listing is in the next one. Isolation and quarantine use the root."""
+
+    def __init__(self, root: Path, *, watch: Sequence[Path] = ()) -> None:
+        self.directory = root
+        self._watched = [root, *watch]
+
+    def recover(self) -> None:
+        """Seal what processes of an earlier run left open, in every directory no process holds now (the
+        acceptors recover their own as they start): called before the acceptors start and after they stop."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for directory in [self.directory, *_acceptor_dirs(self.directory)]:
+            fd = lock(directory, 0.0, or_none=True)
+            if fd is not None:
+                try:
+                    seal_leftovers(directory)
+                finally:
+                    os.close(fd)
+
+    def directories(self) -> list[Path]:
+        return [self.directory, *_acceptor_dirs(self.directory)]
+
+    def sealed(self) -> list[Path]:
+        """Sealed segments, each directory's oldest first and the directories taken in turn, so no acceptor's
+        backlog waits behind another's (names order segments within a directory only)."""
+        lists = [sorted(directory.glob("*" + SEALED)) for directory in self.directories()]
+        return [s for s in itertools.chain.from_iterable(itertools.zip_longest(*lists)) if s is not None]
+
+    def oldest(self) -> list[Path]:
+        """Each directory's oldest sealed segment: the loader's lag is the longest wait among them."""
+        return [s for s in (min(d.glob("*" + SEALED), default=None) for d in self.directories()) if s is not None]
+
+    def remove(self, segments: list[Path]) -> None:
+        for segment in segments:
+            segment.unlink()
+
+    @property
+    def free_bytes(self) -> int:
+        """The least free space of the root's and the watched filesystems, measured now."""
+        return min(_available(path) for path in self._watched)
+
+    @property
+    def depth_bytes(self) -> int:
+        """Bytes in every spool (sealed and open segments) not yet loaded."""
+        total = 0
+        for directory in self.directories():
+            for path in itertools.chain(directory.glob("*" + SEALED), directory.glob("*" + OPEN)):
+                with contextlib.suppress(FileNotFoundError):  # loaded or sealed since the listing
+                    total += path.stat().st_size
+        return total
+
+
+def _acceptor_dirs(root: Path) -> list[Path]:
+    """The acceptors' spools under ``root`` (named by number, unlike quarantine/ and isolation/)."""
+    return sorted((p for p in root.glob("[0-9]*") if p.name.isdigit() and p.is_dir()), key=lambda p: int(p.name))
+
+
+def lock(directory: Path, wait_s: float, *, or_none: bool = False) -> int | None:
+    """Hold ``directory``'s lock file (released when the returned descriptor closes, or the process dies): one
+    process writes a spool. Waits up to ``wait_s`` for another holder; then None with ``or_none`` (a caller
+    that skips a directory in use), else OSError."""
+    fd = os.open(directory / LOCK, os.O_RDWR | os.O_CREAT, 0o640)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                if or_none:
+                    return None
+                raise OSError(f"spool {directory} is in use by another process (its {LOCK} is locked)") from None
+            time.sleep(0.1)
+
+
+def seal_leftovers(directory: Path) -> None:
+    """Seal the segments a process that stopped without sealing (killed) left open; call with the lock held."""
+    for leftover in sorted(directory.glob("*" + OPEN)):
+        _drop_partial_line(leftover)
+        leftover.rename(leftover.with_suffix(SEALED))
 
 
 

@@ -6,7 +6,8 @@ where those tools depend on it: the query in the ``query`` parameter and/or the 
 to authenticate, ``FORMAT``/``default_format``, ``param_<name>`` placeholders, ``database``, and errors
 as body, ``X-ClickHouse-Exception-Code`` header and HTTP status, and sessions (``session_id``). Other
 URL parameters are ClickHouse settings, for that query (query_settings). Each user's limits, sites and
-readonly level are settings ClickHouse holds on the user's connection (user_access, user_limits).
+readonly level are settings ClickHouse holds on the user's connection (user_access, user_limits). The marketers'
+dashboard (dashboard) queries through here too, with its session cookie in place of a password, read-only.
 
 Bodies come as clients send them: HTTP-compressed and/or in ClickHouse's compressed blocks, multipart forms,
 and INSERT data in any input format, binary ones too; answers are compressed as asked (codecs),
@@ -45,7 +46,7 @@ from starlette.routing import Route
 from gateway.config import ServerConfig, UserConfig
 from gateway.ingest.enrich import client_ip
 from gateway.ingest.sites import AuthThrottle
-from gateway.serve import codecs, multipart, native, query_settings, runs, stream, user_access
+from gateway.serve import codecs, dashboard, multipart, native, query_settings, runs, stream, user_access
 from gateway.warehouse.store import DATABASE, Connection, Progress, QueryError, Store, StoreUnavailable
 
 #: Bodies are held in memory whole, as sent and once decompressed (each bounded by this).
@@ -116,14 +117,20 @@ _BINARY_FORMATS = ("native", "rowbinary", "parquet", "arrow", "orc", "avro", "pr
 _LEVELS = frozenset(map(str, range(1, 10)))  # http_zlib_compression_level
 
 
-def create_app(store: Store, users: list[UserConfig], server: ServerConfig | None = None) -> Starlette:
+def create_app(store: Store, users: list[UserConfig], server: ServerConfig | None = None,
+               dashboard_sites: list[str] | None = None) -> Starlette:
     """The ClickHouse HTTP interface over ``store`` for ``users``, to be served on its own port; ``server``
-    gives the proxies in front of it and the limits on failed logins."""
+    gives the proxies in front of it and the limits on failed logins; with ``dashboard_sites`` (the gateway's
+    site ids), the marketers' dashboard under /dashboard/ too, whose session cookie the interface accepts."""
     interface = _Interface(store, users, server or ServerConfig())
+    board = None
+    if dashboard_sites is not None:
+        board = interface.dashboard = dashboard.Dashboard(interface.users, dashboard_sites, interface.check_password)
     return Starlette(routes=[
         Route("/", interface.handle, methods=["GET", "POST"]),
         Route("/ping", _ok),
         Route("/replicas_status", _ok),  # no replicated tables here, so every replica is fine
+        *(board.routes() if board else []),
     ])
 
 
@@ -140,6 +147,7 @@ class _Interface:
         self.auth_failures = AuthThrottle(server.auth_failure_limit, server.auth_failure_window_s)
         self.auth_limit = f"{server.auth_failure_limit} in {server.auth_failure_window_s:g} s"
         self.display_name = socket.gethostname()
+        self.dashboard: dashboard.Dashboard | None = None
         # Each request's statement runs on a thread of its own, alongside others' (chDB runs connections in
         # parallel), and stops when its client goes away or an admin kills it.
         self.runs = runs.Runs(store)
@@ -155,7 +163,7 @@ class _Interface:
         packing: codecs.Packing | None = None  # set once the query's own errors are to be packed as its answer
         response: Response | None = None
         try:
-            user = self._login(request, headers)
+            user, by_dashboard = self._login(request, headers)
             user_name = user.name
             headers["X-ClickHouse-Query-Id"] = _query_id(request) or headers["X-ClickHouse-Query-Id"]
             fmt = request.headers.get("x-clickhouse-format") or params.get("default_format") or "TabSeparated"
@@ -167,6 +175,8 @@ class _Interface:
             if expired := self.sessions.expire():
                 await run_in_threadpool(_close, expired)
             buffer_size, wait_end = stream.buffer_settings(params)
+            if by_dashboard and "session_id" in params:  # its connection would be the user's, not read-only
+                raise QueryError(36, "session_id is not available to dashboard requests. (BAD_ARGUMENTS)")
             session = self.sessions.acquire(user, params)
             get = request.method != "POST"
             packing = request_packing  # from here on an error is the query's answer, packed as asked
@@ -189,8 +199,9 @@ class _Interface:
                         fmt=fmt,
                         database=request.headers.get("x-clickhouse-database") or params.get("database"),
                         params={k.removeprefix("param_"): v for k, v in params.items() if k.startswith("param_")},
-                        # GET is read-only in ClickHouse's HTTP semantics, whoever asks.
-                        readonly=user.readonly or get,
+                        # GET is read-only in ClickHouse's HTTP semantics, whoever asks; so is the dashboard.
+                        readonly=user.readonly or get or by_dashboard,
+                        checked=user.readonly or by_dashboard,
                         get=get,
                     )
                     response = await stream.respond(
@@ -210,8 +221,21 @@ class _Interface:
         assert response is not None  # the block above set it, or raised
         return response
 
-    def _login(self, request: Request, headers: dict[str, str]) -> UserConfig:
-        """The user the request authenticates as; refused unchecked while its address has failed too often."""
+    def _login(self, request: Request, headers: dict[str, str]) -> tuple[UserConfig, bool]:
+        """The user the request authenticates as, and whether by a dashboard session: its cookie counts only with
+        the dashboard's header (which no other site's page can send) and is then the only credential read."""
+        if self.dashboard is not None and request.headers.get(dashboard.HEADER) == "1":
+            headers.update(dashboard.API_HEADERS)
+            if (user := self.dashboard.user_of(request)) is None:
+                raise QueryError(516, "No dashboard session, or it has expired: log in again."
+                                      " (AUTHENTICATION_FAILED)")
+            return user, True
+        return self.check_password(request, headers, functools.partial(_credentials, request)), False
+
+    def check_password(self, request: Request, headers: dict[str, str],
+                       credentials: Callable[[], tuple[str, str]]) -> UserConfig:
+        """The user of ``credentials``; refused unchecked while the request's address has failed too often (with
+        Retry-After in ``headers``), and a failure counted."""
         address = client_ip(request.scope, self.trusted_proxy_hops)  # no await from here on: see AuthThrottle
         wait = math.ceil(self.auth_failures.wait(address))
         if wait:
@@ -219,7 +243,7 @@ class _Interface:
             raise QueryError(201, f"Too many failed authentication attempts from this address (the limit is"
                                   f" {self.auth_limit}); retry in {wait} s. (QUOTA_EXCEEDED)")
         try:
-            return self._authenticate(*_credentials(request))
+            return self._authenticate(*credentials())
         except QueryError:
             self.auth_failures.failed(address)
             raise
@@ -234,10 +258,12 @@ class _Interface:
 
     def _execute(self, *, run: runs.Run, session: _Session | None, user: str, head: str, body: bytes,
                  content_type: str, packing: codecs.Packing, url_params: Mapping[str, str], revision: int, fmt: str,
-                 database: str | None, params: dict[str, str], readonly: bool, get: bool) -> stream.Answer:
+                 database: str | None, params: dict[str, str], readonly: bool, checked: bool,
+                 get: bool) -> stream.Answer:
         """Run one request's query on its ``run``'s thread, on its session's connection or on one of its own
         that goes with the request; returns the answer, whole, or a SELECT's as the engine produces it (its
-        connection held until its pieces end)."""
+        connection held until its pieces end). ``checked``: refuse what reaches past the tables
+        (user_access.check_reach), for read-only users and the dashboard's requests."""
         body = packing.unpack(body, MAX_BODY_BYTES)
         tables: list[multipart.ExternalTable] = []
         if multipart.is_multipart(content_type):
@@ -277,7 +303,7 @@ class _Interface:
             if readonly and kind not in _READS:
                 raise QueryError(164, f"{user}: Cannot execute query in readonly mode"
                                       f"{_GET_IS_READONLY if get else ''}. (READONLY)")
-            if account.readonly:
+            if checked:
                 user_access.check_reach(conn, account, formatted, params)
             insert = _split_insert(conn, sql, formatted) if kind == "INSERT" else None
             if not (whole or insert):

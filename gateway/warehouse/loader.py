@@ -29,9 +29,9 @@ from pathlib import Path
 import orjson
 
 from gateway.health import Part
-from gateway.ingest.spool import Spool
+from gateway.ingest.spool import Spool, Spools
 from gateway.metrics import Metrics
-from gateway.warehouse.store import QueryError, Store, StoreUnavailable
+from gateway.warehouse.backend import QueryError, StoreUnavailable, Warehouse
 
 log = logging.getLogger("clicktrail.loader")
 
@@ -53,7 +53,8 @@ BACKOFF_MAX_S = 30.0
 
 
 class Loader:
-    def __init__(self, spool: Spool, store: Store, metrics: Metrics, *, max_bytes: int) -> None:
+    def __init__(self, spool: Spool | Spools, store: Warehouse, metrics: Metrics, *, max_bytes: int) -> None:
+        """``spool``: the process's own, or with ``server.processes`` above 1 every acceptor's (``Spools``)."""
         self.spool = spool
         self.store = store
         self.metrics = metrics
@@ -74,7 +75,7 @@ class Loader:
         self._thread.start()
 
     def wake(self) -> None:
-        """Called by the spool when it seals a segment."""
+        """Called when a spool seals a segment (by this process's spool, or on an acceptor's word)."""
         self._wake.set()
 
     def stop(self, timeout: float) -> None:
@@ -228,7 +229,8 @@ class Loader:
         """Keep refused rows on disk, under the segment's name, durably before the segment goes."""
         target = self.spool.directory / QUARANTINE
         target.mkdir(exist_ok=True)
-        with (target / segment.name).open("wb") as f:
+        name = "-".join(segment.relative_to(self.spool.directory).parts)  # an acceptor's: <n>-<segment>
+        with (target / name).open("wb") as f:
             f.write(b"".join(lines))
             f.flush()
             os.fsync(f.fileno())

@@ -10,7 +10,7 @@ itself enforces what they may do, and never touches the loader's.
 
 from __future__ import annotations
 
-import re
+import os
 import threading
 import time
 from collections.abc import Generator, Sequence
@@ -18,46 +18,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import chdb
-import orjson
 
 from gateway.config import UserConfig
+
+# The names the gateway's modules and the tests have always imported from here (the aliases mark re-exports).
+from gateway.warehouse.backend import DATABASE as DATABASE
+from gateway.warehouse.backend import DEDUP_INDEX as DEDUP_INDEX
+from gateway.warehouse.backend import LOADING, MIGRATIONS, VIEWS, Schema, query_error
+from gateway.warehouse.backend import QueryError as QueryError
+from gateway.warehouse.backend import StoreUnavailable as StoreUnavailable
+from gateway.warehouse.backend import quote as _quote
+from gateway.warehouse.backend import split_statements as split_statements
 from gateway.warehouse.user_limits import Profiles
-
-DATABASE = "clicktrail"
-MIGRATIONS = Path(__file__).resolve().parent.parent / "_data" / "migrations"  # see pyproject.toml: package-data
-VIEWS = Path(__file__).resolve().parent.parent / "_data" / "views"
-
-UNKNOWN_TABLE = 60
-#: The events table's projection the loader deduplicates by (migration 0009).
-DEDUP_INDEX = "by_dedup_ts"
-#: The temporary table holding the rows of the insert under way (see Store.insert_segments).
-_LOADING = "loading"
-_DICTIONARY_OR_FUNCTION = re.compile(r"CREATE (?:OR REPLACE )?(?:DICTIONARY|FUNCTION)\b", re.I)
-_MATERIALIZED_VIEW = re.compile(
-    r"CREATE MATERIALIZED VIEW (?:IF NOT EXISTS )?\S+ TO (?P<target>\S+)\s+AS\s+(?P<select>SELECT\b.*)", re.S | re.I)
-
-_CODE = re.compile(r"Code: (\d+)\. (?:DB::Exception: )?(.*)", re.S)
-
-
-class StoreUnavailable(Exception):
-    """The engine cannot be opened or used right now; retry later."""
-
-
-class QueryError(Exception):
-    """ClickHouse refused a query; ``code`` is ClickHouse's error code."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 def _query_error(exc: Exception) -> QueryError:
-    text = str(exc).strip()
-    match = _CODE.search(text)
-    if match:
-        return QueryError(int(match.group(1)), match.group(2).strip())
-    return QueryError(1002, text)
+    return query_error(str(exc)) or QueryError(1002, str(exc).strip())
 
 
 @dataclass(frozen=True)
@@ -178,21 +154,27 @@ class Connection:
         return self._conn
 
 
-class Store:
+class Store(Schema):
+    """The embedded engine (a Warehouse: see backend.py)."""
+
     def __init__(self, path: Path, query_timeout_s: float = 60.0,
                  referrer_channels: dict[str, dict[str, str]] | None = None, users: Sequence[UserConfig] = ()) -> None:
         """``referrer_channels``: each site's own referrer rules (domain -> channel), from the config;
         ``users``: the ClickHouse HTTP interface's, whose settings profiles the engine starts with."""
+        super().__init__(referrer_channels)
         self.path = path
+        #: The engine writes its parts under path: the spool keeps room on that filesystem too.
+        self.disk: Path | None = path
         self.query_timeout_s = query_timeout_s
-        self.referrer_channels = referrer_channels or {}
         self.profiles = Profiles(users, query_timeout_s)
+        # An admin of the ClickHouse port can load events too (a server-mode gateway pointed here, a script), at
+        # the same time as this gateway's loader: then each load checks for copies (Schema.remove_duplicates),
+        # for about a tenth of its time; without admins this loader is the only writer, and a copy cannot occur.
+        self.shared = any(not user.readonly for user in users)
         self._uri = str(path)
         self._rw: Connection | None = None  # the loader's and migrations'
         self._connections: set[Connection] = set()  # every one open, the loader's among them
         self._lock = threading.Lock()
-        self._structure: str | None = None
-        self._persons_block: bytes | None = None  # identity_links' highest block number at the last reload
 
     @property
     def is_open(self) -> bool:
@@ -210,9 +192,7 @@ class Store:
                 raise StoreUnavailable(f"cannot write the engine's configuration: {exc}") from exc
             self._uri = f"{self.path}?config-file={config}"
             self._rw = self._connect(readonly=False)
-        self.migrate()
-        self._write_referrer_channels()
-        self.refresh_persons()
+        self._opened()
 
     def close(self) -> None:
         """Close every connection, those handed out by connect() too, each once its running statement is over;
@@ -263,153 +243,26 @@ class Store:
         finally:
             conn.close()
 
-    def migrate(self) -> list[str]:
-        """Apply each ``clickhouse/migrations/NNNN_name.sql`` not applied yet, in order, then (re)create the
-        analysts' views of ``clickhouse/views/``; return the names of the migrations applied.
+    def migrate(self) -> list[str]:  # type: ignore[override]
+        """Schema.migrate, from this module's MIGRATIONS and VIEWS (a test may point them elsewhere)."""
+        return super().migrate(MIGRATIONS, VIEWS)
 
-        A materialized view created by a migration is backfilled from the events already stored (its
-        SELECT inserted into its target), so an existing install gets complete rollups; the rollups keep
-        only idempotent states, so what the view adds meanwhile, or a re-run after a crash, doubles nothing.
-        Views hold no state, so each start replaces them: their current definition is the file's.
-        """
-        self.query(f"CREATE DATABASE IF NOT EXISTS {DATABASE}", readonly=False)
-        self.query(
-            f"CREATE TABLE IF NOT EXISTS {DATABASE}.schema_migrations"
-            " (version UInt32, name String, applied_at DateTime DEFAULT now())"
-            " ENGINE = MergeTree ORDER BY version",
-            readonly=False,
-        )
-        done = {int(v) for v in self.query(f"SELECT version FROM {DATABASE}.schema_migrations",
-                                           readonly=False).split()}
-        applied = []
-        for path in sorted(MIGRATIONS.glob("*.sql")):
-            version = int(path.name.split("_", 1)[0])
-            if version in done:
-                continue
-            for statement in split_statements(path.read_text()):
-                self.query(statement, readonly=False)
-                if backfill := _MATERIALIZED_VIEW.match(statement):
-                    self.query(f"INSERT INTO {backfill['target']} {backfill['select']}", readonly=False)
-            self.query(
-                f"INSERT INTO {DATABASE}.schema_migrations (version, name) VALUES ({version}, '{path.stem}')",
-                readonly=False,
-            )
-            applied.append(path.stem)
-        self._create_views([st for path in sorted(VIEWS.glob("*.sql")) for st in split_statements(path.read_text())])
-        return applied
+    def insert_data(self, sql: str, fmt: str, data: bytes) -> None:
+        if self._rw is None:
+            raise StoreUnavailable("ClickHouse is not open")
+        self._rw.insert(sql, fmt, data)
 
-    def _create_views(self, statements: list[str]) -> None:
-        """Run the views' statements whatever their order across files: dictionaries and functions first
-        (views resolve the ones they call when created), then views; one that reads a view not created
-        yet (UNKNOWN_TABLE) waits for the next pass, until a pass creates nothing."""
-        statements = sorted(statements, key=lambda st: 0 if _DICTIONARY_OR_FUNCTION.match(st) else 1)
-        while statements:
-            waiting: list[str] = []
-            error: QueryError | None = None
-            for statement in statements:
-                try:
-                    self.query(statement, readonly=False)
-                except QueryError as exc:
-                    if exc.code != UNKNOWN_TABLE:
-                        raise
-                    waiting.append(statement)
-                    error = exc
-            if len(waiting) == len(statements):
-                assert error is not None
-                raise error
-            statements = waiting
-
-    def _write_referrer_channels(self) -> None:
-        """Replace the sites' referrer rules with the config's (the built-in classes, site '', stay): the
-        views compute a touch's channel when read, so a changed rule applies to every touch ever stored."""
-        table = f"{DATABASE}.referrer_channels"
-        self.query(f"ALTER TABLE {table} DELETE WHERE site_id != '' SETTINGS mutations_sync = 2", readonly=False)
-        rules = [{"site_id": site, "domain": domain.lower(), "channel": channel}
-                 for site, domains in self.referrer_channels.items() for domain, channel in domains.items()]
-        if rules:
-            assert self._rw is not None
-            # As data, never as query text: a channel name may hold a ';'.
-            self._rw.insert(f"INSERT INTO {table}", "JSONEachRow", orjson.dumps(rules).decode())
-        self.query(f"SYSTEM RELOAD DICTIONARY {table}_dict", readonly=False)
-
-    def insert_segments(self, segments: list[Path]) -> None:
-        """Insert spool segments into ``events`` once: rows whose (site_id, dedup_ts, event_id) is stored
-        already, or repeated within the segments, are skipped.
-
-        dedup_ts is the same for every copy of an event (see migration 0009), and the by_dedup_ts projection
-        is ordered by it, so the lookup reads where the batch's own times lie, not every id of the site. It
-        reads the projection directly: ClickHouse would choose the table's larger granules over the
-        projection's smaller ones whenever it needs fewer of them. While a part lacks the projection (before
-        the migration's background materialization is done, or if someone cleared it), the lookup reads the
-        table instead, as exact, only slower: inserts and merges keep the projection, so no part loses it
-        between the check and the insert. The projection is committed in the same parts as the rows, so a
-        retry after a crash at any point (even between the insert and the segment's deletion) finds exactly
-        what was stored. It is the only dedup: ClickHouse's own insert deduplication is off, as its tokens
-        and block hashes know nothing of event ids.
-
-        The segments are parsed once, into a temporary table of the loader's connection, which both the
-        insert and the lookup read. A row spooled before migration 0009 has no dedup_ts: it takes ts, as the
-        rows stored before it did. The materialized views get the rows in parallel (two cores, not one).
-        """
-        directory = segments[0].parent
-        source = _quote(f"{directory}/{{{','.join(s.name for s in segments)}}}")
-        if self._structure is None:
-            self._structure = ", ".join(f"{name} {_spooled(name, type_)}" for name, type_ in self.columns("events"))
-        unindexed = self.query(f"SELECT count() FROM system.parts WHERE database = '{DATABASE}' AND table = 'events'"
-                               f" AND active AND NOT has(projections, '{DEDUP_INDEX}')", readonly=False)
-        stored = (f"{DATABASE}.events" if int(unindexed) else f"mergeTreeProjection({DATABASE}, events, {DEDUP_INDEX})")
-        key = "(site_id, dedup_ts, event_id)"
-        try:
-            self.query(f"CREATE TEMPORARY TABLE {_LOADING} AS SELECT * REPLACE (ifNull(dedup_ts, ts) AS dedup_ts)"
-                       f" FROM file({source}, JSONEachRow, {_quote(self._structure)})", readonly=False)
-            self.query(
-                f"INSERT INTO {DATABASE}.events SELECT * FROM {_LOADING} WHERE {key} NOT IN ("
-                f"  SELECT {key} FROM {stored} WHERE {key} IN (SELECT {key} FROM {_LOADING}))"
-                f" LIMIT 1 BY {key} SETTINGS parallel_view_processing = 1",
-                readonly=False,
-            )
-        finally:
-            self.query(f"DROP TEMPORARY TABLE IF EXISTS {_LOADING}", readonly=False)
-        self.refresh_persons()
-
-    def refresh_persons(self) -> None:
-        """Reload the persons dictionary (clickhouse/views/people.sql) when identity_links has changed since
-        the last load: the views resolve every event's person through it, and it never reloads by itself.
-        Only an insert raises the table's highest block number (merges keep it), so this reloads after the
-        loads that brought an identify, and otherwise costs a look at part metadata.
-        """
-        block = self.query(
-            f"SELECT max(max_block_number) FROM system.parts WHERE database = '{DATABASE}'"
-            " AND table = 'identity_links' AND active",
-            readonly=False,
-        ).strip()
-        if block != self._persons_block:
-            self.query(f"SYSTEM RELOAD DICTIONARY {DATABASE}.persons", readonly=False)
-            self._persons_block = block
-
-    def columns(self, table: str) -> list[tuple[str, str]]:
-        """(name, type) of a table's columns, in order."""
-        rows = self.query(
-            "SELECT name, type FROM system.columns WHERE database = {db:String} AND table = {t:String}"
-            " ORDER BY position",
-            "TabSeparatedRaw",
-            readonly=False,
-            params={"db": DATABASE, "t": table},
-        )
-        return [tuple(line.split("\t", 1)) for line in rows.decode().splitlines()]  # type: ignore[misc]
+    def _load(self, segments: list[Path]) -> None:
+        """The engine reads the segments itself, in one statement. A row spooled before migration 0009 has no
+        dedup_ts: it takes ts, as the rows stored before it did."""
+        # Segments of several acceptors' spools (server.processes) load together: named from their common folder.
+        directory = Path(os.path.commonpath([s.parent for s in segments]))
+        source = _quote(f"{directory}/{{{','.join(str(s.relative_to(directory)) for s in segments)}}}")
+        structure = ", ".join(f"{name} {_spooled(name, type_)}" for name, type_ in self.event_columns())
+        self.query(f"CREATE TEMPORARY TABLE {LOADING} AS SELECT * REPLACE (ifNull(dedup_ts, ts) AS dedup_ts)"
+                   f" FROM file({source}, JSONEachRow, {_quote(structure)})", readonly=False)
 
 
 def _spooled(column: str, type_: str) -> str:
     """The type a spooled row's column is read as: dedup_ts may be missing (spooled before migration 0009)."""
     return f"Nullable({type_})" if column == "dedup_ts" else type_
-
-
-def _quote(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def split_statements(sql: str) -> list[str]:
-    """Split a migration into statements at semicolons that end a line (comments dropped)."""
-    lines = [line for line in sql.splitlines() if not line.lstrip().startswith("--")]
-    parts = re.split(r";\s*$", "\n".join(lines), flags=re.M)
-    return [p.strip() for p in parts if p.strip()]

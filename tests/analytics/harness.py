@@ -46,14 +46,19 @@ def loaded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 
 def deliver(gw: GatewayProcess, deliveries: list[tuple[str, list[dict[str, Any]]]], unique: int) -> None:
     """Send the batches in order with each site's secret key; return once all ``unique`` events are stored."""
+    send(gw, deliveries)
+    assert gw.wait_for(COUNT_ALL, unique) == unique
+    time.sleep(0.5)  # a repeated delivery in a later segment would show now
+    assert gw.scalar(COUNT_ALL) == unique
+
+
+def send(gw: GatewayProcess, deliveries: list[tuple[str, list[dict[str, Any]]]]) -> None:
+    """Send the batches in order with each site's secret key, each accepted whole."""
     with httpx.Client(base_url=gw.base, timeout=30) as client:
         for site_id, batch in deliveries:
             response = client.post("/v1/batch", content=orjson.dumps({"batch": batch}),
                                    headers={"X-Write-Key": SECRET_KEYS[site_id]})
             assert response.status_code == 200 and not response.json()["rejected"], response.text
-    assert gw.wait_for(COUNT_ALL, unique) == unique
-    time.sleep(0.5)  # a repeated delivery in a later segment would show now
-    assert gw.scalar(COUNT_ALL) == unique
 
 
 def assert_rows_equal(got: list[dict[str, Any]], want: list[dict[str, Any]], key: tuple[str, ...]) -> None:
