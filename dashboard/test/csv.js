@@ -1,0 +1,22 @@
+// A CSV reader (RFC 4180: quoted fields, doubled quotes, CRLF or LF) for the exports the tests download.
+export function parseCsv(text) {
+  const rows = []
+  let row = []
+  let field = ''
+  let quoted = false
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i]
+    if (quoted) {
+      if (c == '"' && text[i + 1] == '"') (field += '"'), i++
+      else if (c == '"') quoted = false
+      else field += c
+    } else if (c == '"') quoted = true
+    else if (c == ',') row.push(field), (field = '')
+    else if (c == '\n' || c == '\r') {
+      if (c == '\r' && text[i + 1] == '\n') i++
+      row.push(field), rows.push(row), (row = []), (field = '')
+    } else field += c
+  }
+  if (field || row.length) row.push(field), rows.push(row)
+  return rows
+}
