@@ -56,7 +56,7 @@ const LABELS = {
   // overview
   visitors: ['Visitors', '访客数'],
   sessions: ['Sessions', '访问次数'],
-  registrations: ['Registrations', '报名人数'],
+  registrations: ['Registrations', '报名数'],
   new_leads: ['New leads', '新增线索'],
   bounce_rate: ['Bounce rate', '跳出率'],
   registrations_last_touch: ['Registrations (last touch)', '报名（末次触点）'],
