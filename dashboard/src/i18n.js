@@ -14,6 +14,7 @@ const LABELS = {
   to: ['To', '结束日期'],
   loading: ['Loading…', '加载中…'],
   csv: ['Export CSV', '导出 CSV'],
+  show_all: [(n) => `Show all ${n} rows`, (n) => `显示全部 ${n} 行`],
   no_rows: ['Nothing in this range yet.', '该时间段内暂无数据。'],
   all_time: ['All time: these figures do not depend on the date range.', '全部时间：这些数据不受日期范围影响。'],
   no_sites: ['No site to show', '没有可查看的站点'],

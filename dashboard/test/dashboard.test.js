@@ -410,4 +410,46 @@ describe('a stream live now', () => {
     assert.deepEqual(errors, [])
     await context.close()
   })
+
+  test('a long registrant list: the first 200 rows drawn, the rest on request, every row in the CSV', async () => {
+    const stream = `crowd_${process.pid}`
+    const registrants = 260
+    const batch = Array.from({ length: registrants }, (_, i) => ({
+      event: 'registration', event_id: randomUUID(), anonymous_id: `crowd-${i}`, ts: Date.now() - i * 1000,
+      props: { stream_id: stream },
+    }))
+    batch.push({ event: 'live_join', event_id: randomUUID(), anonymous_id: 'crowd-0', ts: Date.now(),
+      props: { stream_id: stream, view_id: 'crowd-view', mode: 'live' } })
+    const r = await fetch(`${gw.base}/v1/batch`, {
+      method: 'POST', headers: { 'Content-Type': 'application/json', 'X-Write-Key': 'sk_b' },
+      body: JSON.stringify({ batch }),
+    })
+    assert.equal(r.status, 200, await r.text())
+    const journey = () => gw.rows(
+      `SELECT person_id FROM clicktrail.stream_journey WHERE site_id = {site:String} AND stream_id = {stream:String}
+       ORDER BY registered_at IS NULL, registered_at, person_id`, { site: 'site_b', stream })
+    const answer = await until(async () => {
+      const rows = await journey()
+      return rows.length == registrants && rows
+    }, { what: 'every registration stored' })
+
+    const { context, page, errors } = await openDashboard(browser, gw)
+    await choose(page, 'site', 'site_b')
+    await openPage(page, 'live')
+    await choose(page, 'stream', stream)
+    await settled(page, 'live')
+    const ids = async () => (await table(page, 'registrants')).map((row) => row.person_id)
+    assert.deepEqual(await ids(), answer.slice(0, 200).map((row) => row.person_id))
+    assert.equal(await page.getAttribute('table[data-table=registrants]', 'data-rows'), String(registrants))
+    const [download] = await Promise.all([page.waitForEvent('download'),
+      page.click('[data-action=csv][data-table=registrants]')])
+    const [header, ...rows] = parseCsv(readFileSync(await download.path()).subarray(3).toString('utf8'))
+      .filter((row) => row.join('') != '')
+    assert.deepEqual(rows.map((row) => row[header.indexOf('person_id')]), answer.map((row) => row.person_id))
+    await page.click('[data-action=more][data-table=registrants]')
+    assert.deepEqual(await ids(), answer.map((row) => row.person_id))
+    assert.equal(await page.$('[data-action=more]'), null, 'the button goes once every row is drawn')
+    assert.deepEqual(errors, [])
+    await context.close()
+  })
 })
