@@ -82,6 +82,24 @@ def test_funnel_and_funnel_by_channel(loaded: Loaded, steps: list[str]) -> None:
     assert completed, "nobody went through the whole funnel: the comparison proved little"
 
 
+def test_funnel_split_is_the_funnel_and_its_split_in_one(loaded: Loaded) -> None:
+    """funnel_split's rows over every channel are funnel's, and its others funnel_by_channel's."""
+    steps = FUNNELS[0]
+    date_from, date_to = _periods(loaded.now.date())[0]
+    checked = 0
+    for site_id in loaded.sites:
+        got = loaded.rows(f"SELECT * FROM clicktrail.funnel_split(site = '{site_id}', steps = {_quote(steps)},"
+                          f" window_s = {WINDOWS_S[1]}, date_from = '{date_from}', date_to = '{date_to}')")
+        for all_channels, by_channel, key in ((1, False, ("step",)), (0, True, ("channel", "step"))):
+            rows = [{k: v for k, v in r.items() if k != "all_channels" and (by_channel or k != "channel")}
+                    for r in got if r["all_channels"] == all_channels]
+            want = reference.funnel(loaded.data.events, site_id, steps, WINDOWS_S[1], date_from, date_to, RULES,
+                                    by_channel)
+            assert_rows_equal(rows, want, key)
+            checked += len(want)
+    assert checked, "no funnel rows: the comparison proved little"
+
+
 def test_funnel_levels_are_windowfunnel_strict_increase(loaded: Loaded) -> None:
     """The definition is ClickHouse's windowFunnel(window, 'strict_increase'): its levels, over the same events,
     are the reference's furthest steps."""

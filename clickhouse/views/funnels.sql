@@ -64,10 +64,11 @@ FROM (
 );
 
 -- Internal: funnel_steps(site, steps, window_s, date_from, date_to, by_channel): funnel's rows, per first-touch
--- channel with by_channel = 1 (every channel '' with 0).
+-- channel with by_channel = 1 (every channel '' with 0), and over every channel (all_channels = 1, channel ''):
+-- both groupings of one pass over the persons, so a page that shows both pays for the persons' chains once.
 CREATE OR REPLACE VIEW clicktrail.funnel_steps AS
 WITH {steps:Array(String)} AS steps
-SELECT channel, step, steps[step] AS name,
+SELECT grouping(channel) AS all_channels, channel, step, steps[step] AS name,
        countIf(length(chain) >= step) AS persons,
        countIf(length(chain) >= greatest(step - 1, 1)) AS previous,
        count() AS entered,
@@ -89,7 +90,7 @@ FROM (
     ) AS f ON f.person_id = p.person_id
 )
 ARRAY JOIN range(1, length(steps) + 1) AS step
-GROUP BY channel, step;
+GROUP BY GROUPING SETS ((channel, step), (step));
 
 -- funnel(site, steps, window_s, date_from, date_to): one row per step, for the persons who did step 1 in
 -- [date_from, date_to] (UTC days); no rows when nobody did. The columns are described in clickhouse/README.md.
@@ -97,6 +98,7 @@ CREATE OR REPLACE VIEW clicktrail.funnel AS
 SELECT step, name, persons, conversion_from_previous, conversion_from_first, median_s_from_previous
 FROM clicktrail.funnel_steps(site = {site:String}, steps = {steps:Array(String)}, window_s = {window_s:UInt64},
                              date_from = {date_from:Date}, date_to = {date_to:Date}, by_channel = 0)
+WHERE all_channels
 ORDER BY step;
 
 -- funnel_by_channel(site, steps, window_s, date_from, date_to): the same per first-touch channel (第一来源,
@@ -105,4 +107,14 @@ CREATE OR REPLACE VIEW clicktrail.funnel_by_channel AS
 SELECT channel, step, name, persons, conversion_from_previous, conversion_from_first, median_s_from_previous
 FROM clicktrail.funnel_steps(site = {site:String}, steps = {steps:Array(String)}, window_s = {window_s:UInt64},
                              date_from = {date_from:Date}, date_to = {date_to:Date}, by_channel = 1)
+WHERE NOT all_channels
 ORDER BY channel, step;
+
+-- funnel_split(site, steps, window_s, date_from, date_to): funnel's rows (all_channels = 1, channel '') and
+-- funnel_by_channel's (all_channels = 0) from one pass: what a page showing both asks for, at the cost of one.
+CREATE OR REPLACE VIEW clicktrail.funnel_split AS
+SELECT all_channels, channel, step, name, persons, conversion_from_previous, conversion_from_first,
+       median_s_from_previous
+FROM clicktrail.funnel_steps(site = {site:String}, steps = {steps:Array(String)}, window_s = {window_s:UInt64},
+                             date_from = {date_from:Date}, date_to = {date_to:Date}, by_channel = 1)
+ORDER BY all_channels DESC, channel, step;
