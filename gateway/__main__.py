@@ -62,15 +62,14 @@ def serve(config_path: Path | None) -> int:
     data_dir = cfg.data_path(config_path.resolve().parent)
     server = cfg.server
     site = cfg.sites[0]
-    # In server mode analysts use ClickHouse's own ports: the gateway's is not opened (README: Configuration).
-    clickhouse_port = server.clickhouse_port if cfg.clickhouse.mode == "embedded" else 0
+    clickhouse_port = cfg.analysts_port
     print(
         f"Clicktrail gateway: http://{server.host}:{server.port}/ (demo page)\n"
         f"  send events: curl -X POST http://{server.host}:{server.port}/v1/batch "
         f"-H 'X-Write-Key: {site.write_key}' -d '{{\"batch\":[...]}}'\n"
         + (f"  query:       curl 'http://{server.host}:{clickhouse_port}/?query=SELECT+1' "
            f"(users in {config_path})\n" if clickhouse_port else f"  clickhouse:  {', '.join(cfg.clickhouse.urls)}\n"
-           if cfg.clickhouse.mode == "server" else "")
+           if not cfg.clickhouse.embedded else "")
         + (f"  operations:  http://{server.ops_host}:{server.ops_port}/metrics, /readyz, /healthz\n"
            if server.ops_port else "")
         + (f"  processes:   {server.processes} on port {server.port}, started by this one\n"

@@ -151,8 +151,7 @@ class Gateway:
         site = self.config.sites[0]
         page = DEMO_PAGE.read_text().replace("{{write_key}}", html.escape(site.write_key))
         # The page links to the dashboard on the ClickHouse port (0: not served here, no link).
-        dashboard_port = self.config.server.clickhouse_port if isinstance(self.store, Store) else 0
-        page = page.replace("{{clickhouse_port}}", str(dashboard_port))
+        page = page.replace("{{clickhouse_port}}", str(self.config.analysts_port))
         return HTMLResponse(page.replace("{{site_id}}", html.escape(site.id)))
 
     def ops_routes(self) -> list[Route]:
@@ -180,7 +179,7 @@ class Gateway:
 def _warehouse(config: Config, data_dir: Path) -> Store | Server:
     """The ClickHouse of ``[clickhouse] mode``: embedded in this process, or a server the loader writes to."""
     rules = {site.id: site.referrer_channels for site in config.sites}
-    if config.clickhouse.mode == "server":
+    if not config.clickhouse.embedded:
         return Server(config.clickhouse, rules)
     return Store(data_dir / "clickhouse", query_timeout_s=config.server.query_timeout_s, referrer_channels=rules,
                  users=config.users)
@@ -237,10 +236,10 @@ def side_ports(config: Config, gateway: Gateway) -> dict[int, ASGIApp]:
     gateway/processes.py)."""
     server = config.server
     by_port: dict[int, ASGIApp] = {}
-    if server.clickhouse_port and isinstance(gateway.store, Store):
+    if config.analysts_port and isinstance(gateway.store, Store):
         # The marketers' dashboard comes with it, at /dashboard/ (gateway/serve/dashboard.py).
-        by_port[server.clickhouse_port] = clickhouse_http.create_app(gateway.store, config.users, server,
-                                                                     dashboard_sites=[s.id for s in config.sites])
+        by_port[config.analysts_port] = clickhouse_http.create_app(gateway.store, config.users, server,
+                                                                   dashboard_sites=[s.id for s in config.sites])
     elif server.clickhouse_port:
         # In server mode analysts use ClickHouse's own ports, its users and row policies (README: Configuration).
         log.info("clickhouse mode = server: the analysts' port %d stays closed, and [[users]] are not used",

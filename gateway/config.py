@@ -135,6 +135,10 @@ class ClickHouseConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     #: How a spool segment travels to the server (HTTP Content-Encoding): lz4 costs the least CPU per byte saved.
     compression: Literal["lz4", "zstd", "none"] = "lz4"
 
+    @property
+    def embedded(self) -> bool:
+        return self.mode == "embedded"
+
 
 class SiteConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     id: str
@@ -179,6 +183,12 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     clickhouse: ClickHouseConfig = ClickHouseConfig()
     sites: list[SiteConfig] = []
     users: list[UserConfig] = []
+
+    @property
+    def analysts_port(self) -> int:
+        """The port this gateway serves the ClickHouse HTTP interface (and the dashboard) on, 0 for none: in server
+        mode analysts use the server's own ports, users and row policies (README: Configuration)."""
+        return self.server.clickhouse_port if self.clickhouse.embedded else 0
 
     def data_path(self, base: Path) -> Path:
         """The data directory, relative paths taken from the config file's folder."""

@@ -7,6 +7,7 @@ the whole exposition is a dozen lines.
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 #: Upper bounds (seconds) of the insert-latency histogram buckets.
 INSERT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -25,6 +26,26 @@ class Metrics:
         self.insert_seconds_sum = 0.0
         self.insert_count = 0
         self.insert_buckets = [0] * len(INSERT_BUCKETS)
+
+    #: The counters by label and the totals: what a process's ``state()`` carries and ``plus`` adds up.
+    LABELLED = ("accepted", "rejected", "internal_errors")
+    TOTALS = ("loaded_rows", "loader_errors", "quarantined_segments", "quarantined_rows", "insert_seconds_sum",
+              "insert_count")
+
+    def state(self) -> dict[str, object]:
+        """The counters as JSON-ready values, for another process to add up (gateway/processes.py)."""
+        return {name: getattr(self, name) for name in (*self.LABELLED, *self.TOTALS, "insert_buckets")}
+
+    def plus(self, states: list[dict[str, Any]]) -> Metrics:
+        """A copy of these counters with other processes' ``state()`` added."""
+        total = Metrics()
+        for state in (self.state(), *states):
+            for name in self.LABELLED:
+                getattr(total, name).update(state[name])
+            for name in self.TOTALS:
+                setattr(total, name, getattr(total, name) + state[name])
+            total.insert_buckets = [a + b for a, b in zip(total.insert_buckets, state["insert_buckets"], strict=True)]
+        return total
 
     def observe_insert(self, rows: int, seconds: float) -> None:
         self.loaded_rows += rows

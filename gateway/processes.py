@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import logging
 import os
 import signal
@@ -36,7 +35,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,11 +83,6 @@ def listen(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     return sock
 
 
-def embedded(config: Config) -> bool:
-    """Whether the acceptors leave loading to the owner (embedded ClickHouse), or each loads its own spool."""
-    return config.clickhouse.mode == "embedded"
-
-
 # -- the acceptors ----------------------------------------------------------------------------------
 
 
@@ -101,7 +94,7 @@ class Acceptor(Gateway):
     def __init__(self, config: Config, data_dir: Path, index: int, notify_fd: int) -> None:
         super().__init__(config, data_dir, spool_dir=data_dir / "spool" / str(index))
         self.index = index
-        self.loads = not embedded(config)
+        self.loads = not config.clickhouse.embedded
         if not self.loads:
             self.spool.loaded_elsewhere = True
             self.spool.on_seal = lambda: _notify(notify_fd)
@@ -125,15 +118,11 @@ class Acceptor(Gateway):
 
     async def state(self, _request: Request) -> Response:
         """What the owner's /metrics and /readyz sum up: this process's counters and checks."""
-        m = self.metrics
         problems = self.spool_problems()
         if self.loads:
             problems.update(self.warehouse_problems())
         return Response(orjson.dumps({
-            "index": self.index, "accepted": m.accepted, "rejected": m.rejected, "internal_errors": m.internal_errors,
-            "loaded_rows": m.loaded_rows, "loader_errors": m.loader_errors, "insert_count": m.insert_count,
-            "insert_seconds_sum": m.insert_seconds_sum, "insert_buckets": m.insert_buckets,
-            "quarantined_segments": m.quarantined_segments, "quarantined_rows": m.quarantined_rows,
+            "index": self.index, **self.metrics.state(),
             "problems": problems, "refusing": self.spool.refusing is not None, "lag": self.loader_lag(),
         }), media_type="application/json")
 
@@ -270,7 +259,7 @@ class Owner(Gateway):
 
     def __init__(self, config: Config, data_dir: Path, config_path: Path) -> None:
         super().__init__(config, data_dir)
-        self.loads = embedded(config)
+        self.loads = config.clickhouse.embedded
         self.spools = Spools(data_dir / "spool", watch=[self.store.disk] if self.store.disk else [])
         self.loader = Loader(self.spools, self.store, self.metrics, max_bytes=config.server.load_max_bytes)
         self.supervisor = Supervisor(config_path, config.server, self.loader.wake)
@@ -321,20 +310,9 @@ class Owner(Gateway):
     async def metrics_text(self, _request: Request) -> Response:
         states = await self.supervisor.states()
         answering = [state for state in states if not isinstance(state, str)]
-        metrics = copy.copy(self.metrics)
-        metrics.accepted, metrics.rejected = Counter(metrics.accepted), Counter(metrics.rejected)
-        metrics.internal_errors = Counter(metrics.internal_errors)
-        metrics.insert_buckets = list(metrics.insert_buckets)
+        metrics = self.metrics.plus(answering)
         lags = [self.loader_lag()] if self.loads else []
-        for state in answering:
-            for name in ("accepted", "rejected", "internal_errors"):
-                getattr(metrics, name).update(state[name])
-            for name in ("loaded_rows", "loader_errors", "insert_count", "insert_seconds_sum",
-                         "quarantined_segments", "quarantined_rows"):
-                setattr(metrics, name, getattr(metrics, name) + state[name])
-            metrics.insert_buckets = [a + b for a, b in zip(metrics.insert_buckets, state["insert_buckets"],
-                                                            strict=True)]
-            lags.append(state["lag"])
+        lags += [state["lag"] for state in answering]
         segments = self.spools.sealed()
         gauges = {
             "processes_up": ("Processes on the ingest port that answer the owner (of server.processes).",
