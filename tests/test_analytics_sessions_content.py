@@ -14,7 +14,7 @@ import itertools
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +44,9 @@ BACKFILL = re.compile(
     r"CREATE MATERIALIZED VIEW (?:IF NOT EXISTS )?\S+ TO (?P<target>\S+)\s+AS\s+(?P<select>SELECT\b.*)", re.S | re.I)
 
 
-def _sessions(rows: Rows) -> list[dict[str, Any]]:
+def _sessions(rows: Rows, view: str = "sessions") -> list[dict[str, Any]]:
     got = rows("SELECT * EXCEPT (start, `end`), toUnixTimestamp64Milli(start) AS start,"
-               " toUnixTimestamp64Milli(`end`) AS `end` FROM clicktrail.sessions")
+               f" toUnixTimestamp64Milli(`end`) AS `end` FROM clicktrail.{view}")
     return [{**r, "day": date.fromisoformat(r["day"])} for r in got]
 
 
@@ -67,8 +67,13 @@ def _entry_persons(events: Iterable[Event]) -> list[dict[str, Any]]:
 
 def _check_sessions(rows: Rows, events: list[Event]) -> None:
     got = _sessions(rows)
-    assert_rows_equal(got, reference.sessions(events, RULES), SESSION_KEY)
+    want = reference.sessions(events, RULES)
+    assert_rows_equal(got, want, SESSION_KEY)
     assert_rows_equal(got, _entry_persons(events), SESSION_KEY)
+    # session_facts: the same sessions and figures, without the entry channel.
+    facts = _sessions(rows, "session_facts")
+    assert_rows_equal(facts, [{k: v for k, v in s.items() if k != "entry_channel"} for s in want], SESSION_KEY)
+    assert_rows_equal(facts, _entry_persons(events), SESSION_KEY)
 
 
 def _check_channel_sessions(rows: Rows, events: list[Event]) -> None:
@@ -106,6 +111,24 @@ def test_sessions(loaded: Loaded) -> None:
 
 def test_channel_sessions(loaded: Loaded) -> None:
     _check_channel_sessions(loaded.rows, loaded.data.events)
+
+
+def test_session_keys_hold_the_sessions_starting_in_a_period(loaded: Loaded) -> None:
+    """session_keys(site, from, to) holds every session that starts in the period, and only sessions with an
+    event in it (a session loaded in pieces may come with one whose own start is earlier)."""
+    events, sessions = loaded.data.events, reference.sessions(loaded.data.events, RULES)
+    days = sorted({s["day"] for s in sessions})
+    date_from, date_to = days[len(days) // 3], days[2 * len(days) // 3]
+    for site_id in loaded.sites:
+        got = {(r["anonymous_id"], r["session_id"]) for r in loaded.rows(
+            f"SELECT * FROM clicktrail.session_keys(site = '{site_id}', date_from = '{date_from}',"
+            f" date_to = '{date_to}')")}
+        starting = {(s["anonymous_id"], s["session_id"]) for s in sessions
+                    if s["site_id"] == site_id and date_from <= s["day"] <= date_to}
+        active = {(e["anonymous_id"], e["session_id"]) for e in events if e["site_id"] == site_id
+                  and e["session_id"] and date_from <= datetime.fromtimestamp(e["ts"] / 1000, UTC).date() <= date_to}
+        assert starting, "no session starts in the period: the check proved little"
+        assert starting <= got <= active, (len(starting - got), len(got - active))
 
 
 def test_content_engagement_downloads_and_sharers(loaded: Loaded) -> None:
